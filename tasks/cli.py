@@ -1,0 +1,138 @@
+"""`tuneline` command line: stage commands that dvc.yaml calls, and the user-facing commands.
+
+Glue only: each command loads params once, calls one function in tasks/ or flows/, and prints the result.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from tasks.config import ConfigError, load_params
+from tasks.pipeline import USER_ERROR_EXIT
+from tasks.tables import DataFileError
+from tasks.validate import ValidationFailed
+
+app = typer.Typer(help="tuneline: fine-tune pre-trained models with DVC stages and Prefect flows.", no_args_is_help=True)
+stage = typer.Typer(help="Pipeline stages (what dvc.yaml runs).", no_args_is_help=True)
+app.add_typer(stage, name="stage")
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params file")
+
+
+def user_errors(fn):
+    """Bad params or bad data: one clear line and exit 2, no traceback (and Prefect does not retry it)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, DataFileError, ValidationFailed, FileNotFoundError) as exc:
+            err.print(f"[bold red]tuneline: error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(USER_ERROR_EXIT)
+    return wrapper
+
+
+@stage.command("prepare")
+@user_errors
+def prepare_cmd(output: Path = typer.Option(..., help="canonical text,label parquet"), params: Path = PARAMS):
+    from tasks import prepare
+
+    r = prepare.run(load_params(params).data, output)
+    out.print(f"prepare: {r.rows_in} rows from {r.source} -> {r.rows_out} rows in {r.output}")
+
+
+@stage.command("validate")
+@user_errors
+def validate_cmd(input: Path = typer.Option(...), output: Path = typer.Option(...), report: Path = typer.Option(...),
+                 params: Path = PARAMS):
+    from tasks import prepare, validate
+
+    cfg = load_params(params)
+    r = validate.run(cfg.data, cfg.validate_, input, output, report, source=str(prepare.source_path(cfg.data)))
+    out.print(f"validate: {r.rows_in} rows in, {r.rows_out} accepted, dropped {r.dropped}; classes {r.class_counts}")
+
+
+@stage.command("preprocess")
+@user_errors
+def preprocess_cmd(input: Path = typer.Option(...), output_dir: Path = typer.Option(...), params: Path = PARAMS):
+    from tasks import preprocess
+
+    cfg = load_params(params)
+    r = preprocess.run(cfg.preprocess, cfg.train.model, input, output_dir)
+    out.print(f"preprocess: splits {r.sizes}, labels {r.labels}")
+
+
+@stage.command("train")
+@user_errors
+def train_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Option(...),
+              metrics_dir: Path = typer.Option(...), params: Path = PARAMS):
+    from tasks import train
+
+    r = train.run(load_params(params).train, input_dir, model_dir, metrics_dir)
+    out.print(f"train: best val macro-F1 {r.best_val_macro_f1:.4f} at epoch {r.best_epoch}/{r.epochs_run} "
+              f"({r.samples_per_s:.1f} samples/s on {r.device}); model in {r.model_dir}")
+
+
+@stage.command("evaluate")
+@user_errors
+def evaluate_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Option(...),
+                 metrics: Path = typer.Option(...), params: Path = PARAMS):
+    from tasks import evaluate
+
+    cfg = load_params(params)
+    m = evaluate.run(cfg.evaluate, input_dir, model_dir, metrics, seed=cfg.train.seed)
+    out.print(f"evaluate: model macro-F1 {m['model']['macro_f1']:.4f}, "
+              f"TF-IDF baseline {m['baseline_tfidf_logreg']['macro_f1']:.4f} on {m['n_test']} test rows")
+
+
+@app.command("check-params")
+@user_errors
+def check_params_cmd(params: Path = PARAMS):
+    """Validate params.yaml (unknown keys, wrong types) without running anything."""
+    load_params(params)
+    out.print(f"{params}: ok")
+
+
+@app.command("run")
+@user_errors
+def run_cmd(project_dir: Path = typer.Option(Path("."), help="project root (holds dvc.yaml)"),
+            set_: Optional[list[str]] = typer.Option(None, "--set", "-S", help="override, e.g. -S train.epochs=1")):
+    """Run the `training` Prefect flow in this process (uses a running `tuneline serve` server if there is one)."""
+    from tasks import serving
+
+    load_params(project_dir / "params.yaml")  # fail before any work
+    overrides = serving.parse_overrides(set_ or [])
+    serving.use_running_server()
+    from flows.training import training
+
+    result = training(project_dir=str(project_dir), overrides=overrides)
+    out.print(serving.outputs_summary(project_dir, result))
+
+
+@app.command("serve")
+def serve_cmd(project_dir: Path = typer.Option(Path("."), help="project root (holds dvc.yaml)"),
+              port: int = typer.Option(4200, help="Prefect server port on 127.0.0.1"),
+              detach: bool = typer.Option(False, help="start in the background; stop with `tuneline stop`")):
+    """Start a Prefect server on 127.0.0.1 (unless one answers) and serve the deployments."""
+    from tasks import serving
+
+    serving.serve(project_dir, port, detach, echo=out.print)
+
+
+@app.command("stop")
+def stop_cmd(project_dir: Path = typer.Option(Path("."))):
+    """Stop what `tuneline serve --detach` started (by PID)."""
+    from tasks import serving
+
+    out.print(serving.stop(project_dir))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,111 @@
+"""Typed view of params.yaml: loaded once, unknown keys and wrong types rejected with the key named."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# The airline topic of the embedded tweet corpus: the default initial training set (see DESIGN.md).
+AIRLINE_PATTERN = r"@united|@americanair|@jetblue|@usairways|@southwestair|@virginamerica"
+
+
+class ConfigError(ValueError):
+    """params.yaml is not valid; the message names the file and the offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    path: Optional[str] = Field(None, description="CSV/Parquet/JSONL file; null = the embedded tweet corpus")
+    format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
+    encoding: Optional[str] = Field(None, description="CSV text encoding; null = utf-8 (latin-1 for the embedded corpus)")
+    text_column: str = "text"
+    label_column: str = "sentiment"
+    include_pattern: Optional[str] = Field(
+        AIRLINE_PATTERN, description="keep only rows whose text matches this regex (case-insensitive); null = all"
+    )
+
+
+class ValidateConfig(_Strict):
+    min_rows: int = Field(20, ge=1)
+    min_rows_per_class: int = Field(2, ge=1)
+    drop_duplicates: bool = True
+
+
+class PreprocessConfig(_Strict):
+    seed: int = 42
+    val_size: float = Field(0.1, gt=0, lt=1)
+    test_size: float = Field(0.2, gt=0, lt=1)
+    max_train_samples: Optional[int] = Field(None, ge=1)
+    max_val_samples: Optional[int] = Field(None, ge=1)
+    max_test_samples: Optional[int] = Field(None, ge=1)
+    max_length: int = Field(64, ge=8)
+    batch_size: int = Field(1000, ge=1, description="texts per tokenizer call")
+
+    @model_validator(mode="after")
+    def _splits_leave_training_rows(self) -> "PreprocessConfig":
+        if self.val_size + self.test_size >= 1:
+            raise ValueError("val_size + test_size must be < 1")
+        return self
+
+
+class TrainConfig(_Strict):
+    model: str = Field("default", description="'default' = packaged MiniLM-L6; else an HF model id or a local directory")
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    early_stopping_patience: int = Field(2, ge=1, description="epochs without val macro-F1 gain before stopping")
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    num_threads: Optional[int] = Field(None, ge=1, description="torch CPU threads; null = all cores")
+
+
+class EvaluateConfig(_Strict):
+    batch_size: int = Field(128, ge=1)
+    baseline_max_features: int = Field(50000, ge=100)
+
+
+class Params(_Strict):
+    data: DataConfig = DataConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    preprocess: PreprocessConfig = PreprocessConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _key_of(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if part != "validate_") or "<root>"
+
+
+def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a params mapping; every problem is reported as `file: key: reason`."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = _key_of(err["loc"])
+            reason = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"{source}: {key}: {reason}")
+        raise ConfigError("invalid params:\n  " + "\n  ".join(lines)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return parse_params(raw, source=str(path))

@@ -1,0 +1,116 @@
+"""Run DVC stages from Python, so Prefect tasks and `dvc repro` share one cache record: dvc.lock.
+
+Plain functions (no Prefect here): the flows wrap them, the tests call them directly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from tasks.config import load_params, parse_params
+
+STAGES = ("prepare", "validate", "preprocess", "train", "evaluate")
+USER_ERROR_EXIT = 2  # what the tuneline CLI exits with for bad params or bad data (not worth retrying)
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, returncode: int, tail: str, user_error: bool):
+        self.stage, self.returncode, self.tail, self.user_error = stage, returncode, tail, user_error
+        super().__init__(f"stage {stage!r} failed (dvc exit {returncode}):\n{tail}")
+
+
+@dataclass(frozen=True)
+class StageRun:
+    stage: str
+    ran: bool  # False when DVC found nothing changed and skipped it
+    seconds: float
+
+
+def tool_env() -> dict[str, str]:
+    """Environment for DVC: the interpreter's bin dir first, so stage commands find `tuneline` without activation."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def _stream(cmd: list[str], cwd: Path) -> tuple[int, str]:
+    """Run cmd, echoing its output live (progress bars included) and keeping the tail for error messages."""
+    tail: deque[str] = deque(maxlen=40)
+    with subprocess.Popen(cmd, cwd=cwd, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            sys.stdout.write(raw.decode("utf-8", "replace"))
+            sys.stdout.flush()
+            tail.append(raw.decode("utf-8", "replace").rstrip().split("\r")[-1])
+    return proc.returncode, "\n".join(tail)
+
+
+def reproduce_stage(stage: str, project_dir: str | Path = ".") -> StageRun:
+    """`dvc repro --single-item STAGE`: runs the stage only if its deps, params or outputs changed."""
+    start = time.perf_counter()
+    code, tail = _stream([sys.executable, "-m", "dvc", "repro", "--single-item", stage], Path(project_dir))
+    if code != 0:
+        user_error = bool(re.search(rf"exited with {USER_ERROR_EXIT}\b", tail)) or "tuneline: error:" in tail
+        raise StageFailed(stage, code, tail, user_error)
+    ran = f"Running stage '{stage}'" in tail
+    return StageRun(stage, ran, time.perf_counter() - start)
+
+
+def dvc_status(project_dir: str | Path = ".") -> dict:
+    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project_dir, env=tool_env(),
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out or "{}")
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise KeyError(dotted)
+    node[leaf] = value
+
+
+def apply_overrides(params_file: str | Path, overrides: Mapping[str, Any]) -> None:
+    """Write `section.key: value` overrides into params.yaml (comments kept), after checking them all.
+
+    DVC then sees the changed params like any hand edit, so `dvc repro` and the flow stay in agreement.
+    """
+    if not overrides:
+        return
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    path = Path(params_file)
+    doc = yaml.load(path.read_text(encoding="utf-8")) or {}
+    for key, value in overrides.items():
+        set_dotted(doc, key, value)
+    parse_params(json.loads(json.dumps(doc)), source=f"{path} (with overrides)")  # raises naming the bad key
+    with path.open("w", encoding="utf-8") as fh:
+        yaml.dump(doc, fh)
+
+
+def check_params(project_dir: str | Path = ".") -> None:
+    load_params(Path(project_dir) / "params.yaml")
+
+
+def metrics_markdown(metrics_path: str | Path) -> str:
+    m = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
+    model, base = m["model"], m["baseline_tfidf_logreg"]
+    rows = ["| | accuracy | macro-F1 | weighted-F1 |", "|---|---|---|---|",
+            f"| fine-tuned model | {model['accuracy']:.4f} | {model['macro_f1']:.4f} | {model['weighted_f1']:.4f} |",
+            f"| TF-IDF + logistic regression | {base['accuracy']:.4f} | {base['macro_f1']:.4f} | {base['weighted_f1']:.4f} |"]
+    per_class = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"] + [
+        f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1-score']:.3f} | {int(v['support'])} |"
+        for name, v in model["per_class"].items()]
+    return "\n".join([f"# Evaluation on {m['n_test']} test rows (trained on {m['n_train']})", "", *rows, "",
+                      "## Fine-tuned model per class", "", *per_class])

@@ -1,0 +1,49 @@
+"""Stage `prepare`: bring the configured source (embedded corpus or a user file) into data/raw as text,label."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.assets import EMBEDDED_CORPUS_ENCODING, embedded_corpus_path
+from tasks.config import DataConfig
+from tasks.tables import read_table, write_parquet
+
+TEXT, LABEL = "text", "label"
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    source: Path
+    output: Path
+    rows_in: int
+    rows_out: int
+
+
+def source_path(cfg: DataConfig) -> Path:
+    return Path(cfg.path) if cfg.path else embedded_corpus_path()
+
+
+def load_source(cfg: DataConfig) -> pd.DataFrame:
+    if cfg.path:
+        return read_table(cfg.path, cfg.format, cfg.encoding)
+    # The embedded CSV is latin-1 (it is not valid UTF-8); every byte decodes, mojibake is left for validate to report.
+    return read_table(embedded_corpus_path(), "csv", cfg.encoding or EMBEDDED_CORPUS_ENCODING)
+
+
+def to_canonical(df: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+    """Rename the configured columns to text/label; missing ones stay missing so validate can name them."""
+    renames = {cfg.text_column: TEXT, cfg.label_column: LABEL}
+    clashes = [c for c in (TEXT, LABEL) if c in df.columns and c not in renames and c not in renames.values()]
+    df = df.drop(columns=clashes).rename(columns={k: v for k, v in renames.items() if k in df.columns})
+    if cfg.include_pattern and TEXT in df.columns:
+        df = df[df[TEXT].astype(str).str.contains(cfg.include_pattern, case=False, regex=True, na=False)]
+    return df.reset_index(drop=True)
+
+
+def run(cfg: DataConfig, output: str | Path) -> PrepareResult:
+    df = load_source(cfg)
+    out = to_canonical(df, cfg)
+    write_parquet(out, output)
+    return PrepareResult(source=source_path(cfg), output=Path(output), rows_in=len(df), rows_out=len(out))

@@ -1,0 +1,165 @@
+"""Start/stop a local Prefect server and the deployment-serving process; helpers for `tuneline run`.
+
+Nothing here imports prefect at module level: PREFECT_API_URL must be settled before prefect reads its settings.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from tasks.config import ConfigError
+
+DEFAULT_PORT = 4200
+STATE_DIR = ".tuneline"  # git-ignored: PIDs and logs of what `tuneline serve --detach` started
+
+
+def api_url(port: int = DEFAULT_PORT) -> str:
+    return f"http://127.0.0.1:{port}/api"
+
+
+def is_healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def wait_healthy(url: str, timeout: float = 180.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_healthy(url):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"Prefect server exited with {proc.returncode} before answering at {url}")
+        time.sleep(0.5)
+    raise TimeoutError(f"Prefect server did not answer at {url} within {timeout:.0f} s")
+
+
+def server_env(url: str, prefect_home: str | Path | None = None) -> dict[str, str]:
+    env = dict(os.environ, PREFECT_API_URL=url, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    if prefect_home is not None:
+        env["PREFECT_HOME"] = str(prefect_home)
+    return env
+
+
+def start_server(port: int, log_path: Path, env: dict[str, str]) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(cmd, stdout=log_path.open("ab"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+
+
+def start_serving(project_dir: Path, log_path: Path | None, env: dict[str, str]) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "flows.deployments", str(project_dir.resolve())]
+    output = log_path.open("ab") if log_path else None
+    return subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT if output else None, env=env,
+                            cwd=project_dir, start_new_session=True)
+
+
+def terminate(proc_or_pid: subprocess.Popen | int, timeout: float = 20.0) -> None:
+    """SIGTERM the process group (the server has uvicorn children), then SIGKILL if it lingers."""
+    pid = proc_or_pid if isinstance(proc_or_pid, int) else proc_or_pid.pid
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if isinstance(proc_or_pid, subprocess.Popen):
+                if proc_or_pid.poll() is not None:
+                    return
+            else:
+                os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def serve(project_dir: Path, port: int, detach: bool, echo: Callable[[str], None] = print) -> None:
+    state = project_dir / STATE_DIR
+    url = api_url(port)
+    env = server_env(url)
+    pids: dict[str, int] = {}
+    server = None
+    if is_healthy(url):
+        echo(f"Prefect server already answering at {url}; using it.")
+    else:
+        echo(f"Starting Prefect server on 127.0.0.1:{port} (log: {state / 'server.log'}) ...")
+        server = start_server(port, state / "server.log", env)
+        wait_healthy(url, proc=server)
+        pids["server"] = server.pid
+    serving = start_serving(project_dir, state / "serve.log" if detach else None, env)
+    pids["serve"] = serving.pid
+    echo(f"UI: http://127.0.0.1:{port}   API: {url}")
+    echo(f"Run a deployment:  PREFECT_API_URL={url} prefect deployment run 'training/default'")
+    if detach:
+        state.mkdir(parents=True, exist_ok=True)
+        (state / "pids.json").write_text(json.dumps(pids), encoding="utf-8")
+        echo(f"Running in the background (PIDs {pids}); stop with: tuneline stop")
+        return
+    echo("Serving deployments; stop with Ctrl-C (stops the server too if this command started it).")
+    try:
+        serving.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        terminate(serving)
+        if server is not None:
+            terminate(server)
+
+
+def stop(project_dir: Path) -> str:
+    pid_file = project_dir / STATE_DIR / "pids.json"
+    if not pid_file.exists():
+        return "nothing to stop (no .tuneline/pids.json)"
+    pids = json.loads(pid_file.read_text(encoding="utf-8"))
+    for name in ("serve", "server"):
+        if name in pids:
+            terminate(int(pids[name]))
+    pid_file.unlink()
+    return f"stopped {pids}"
+
+
+def use_running_server(port: int = DEFAULT_PORT) -> None:
+    """Send flow runs to a local `tuneline serve` server when one answers, so they show in its UI."""
+    if "PREFECT_API_URL" not in os.environ and is_healthy(api_url(port), timeout=0.5):
+        os.environ["PREFECT_API_URL"] = api_url(port)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def outputs_summary(project_dir: Path, result: dict) -> str:
+    metrics = json.loads((project_dir / "reports/metrics.json").read_text(encoding="utf-8"))
+    model, base = metrics["model"]["macro_f1"], metrics["baseline_tfidf_logreg"]["macro_f1"]
+    verdict = "beats" if model > base else "does NOT beat"
+    return "\n".join([
+        f"stages run: {', '.join(result['ran']) or 'none'}; unchanged: {', '.join(result['skipped']) or 'none'}",
+        f"test macro-F1: model {model:.4f} vs TF-IDF + logistic regression {base:.4f} (model {verdict} the baseline)",
+        f"model:          {(project_dir / 'models/candidate').resolve()}",
+        f"test metrics:   {(project_dir / 'reports/metrics.json').resolve()}   (dvc metrics show)",
+        f"train curves:   {(project_dir / 'reports/train').resolve()}   (dvc plots show)",
+        f"validation:     {(project_dir / 'reports/validation.json').resolve()}",
+    ])
