@@ -1,0 +1,94 @@
+"""Shared fixtures: a tiny BERT built from a config (random weights, no download) and throwaway DVC projects."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars are for people; keep test logs readable
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, PATH=os.pathsep.join([VENV_BIN, os.environ.get("PATH", "")]),
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+               DVC_NO_ANALYTICS="1", TQDM_DISABLE="1", HF_HUB_OFFLINE="1")
+    env.update(extra)
+    return env
+
+
+def sh(*cmd: str, cwd: Path, check: bool = True, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(cmd), cwd=cwd, env=env or tool_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def tiny_texts(n: int = 1500) -> list[str]:
+    from tasks.assets import embedded_corpus_path
+
+    df = pd.read_csv(embedded_corpus_path(), encoding="latin-1", usecols=["text"], nrows=n)
+    return df["text"].astype(str).tolist()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with a WordPiece vocab trained on a few tweets: the real code path, in seconds."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    wp = BertWordPieceTokenizer(lowercase=True)
+    wp.train_from_iterator(tiny_texts(), vocab_size=800, min_frequency=2)
+    # transformers 5 ignores vocab_file here; wrapping the trained tokenizer object keeps its vocabulary.
+    tokenizer = BertTokenizerFast(tokenizer_object=wp._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                  cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", do_lower_case=True)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def tiny_params(model_dir: Path, **sections) -> dict:
+    """The shipped params.yaml with a small, fast budget; `sections` override per key, e.g. train={"epochs": 2}."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["preprocess"].update(max_train_samples=240, max_val_samples=90, max_test_samples=120, max_length=32)
+    params["train"].update(model=str(model_dir), epochs=1, batch_size=16, learning_rate=1e-3, num_threads=1)
+    for section, values in sections.items():
+        params[section].update(values)
+    return params
+
+
+def make_project(root: Path, params: dict) -> Path:
+    """A git + DVC repo with the project's dvc.yaml and the given params, committed like a fresh clone."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "init", "-q", cwd=root)
+    sh(sys.executable, "-m", "dvc", "init", "-q", cwd=root)
+    sh(sys.executable, "-m", "dvc", "config", "core.autostage", "true", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "init", cwd=root)
+    return root
+
+
+def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return sh(sys.executable, "-m", "dvc", *args, cwd=project, check=check)
+
+
+def ran_stages(output: str) -> list[str]:
+    import re
+
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def tree_digest(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}

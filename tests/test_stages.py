@@ -1,0 +1,130 @@
+"""Stage functions on small data: prepare (any columns, any classes, any format), validate, preprocess, train."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tasks import prepare, preprocess, train, validate
+from tasks.config import DataConfig, PreprocessConfig, TrainConfig, ValidateConfig
+from tasks.tables import DataFileError
+
+
+def user_frame(n_per_class: int = 30) -> pd.DataFrame:
+    rows = [{"review": f"{word} item number {i} {word}", "stars": label, "extra": i}
+            for label, word in (("one", "awful"), ("two", "poor"), ("three", "fine"), ("four", "great"))
+            for i in range(n_per_class)]
+    return pd.DataFrame(rows)
+
+
+def user_cfg(path, **kw) -> DataConfig:
+    return DataConfig(path=str(path), text_column="review", label_column="stars", include_pattern=None, **kw)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet", "jsonl"])
+def test_prepare_reads_user_formats_with_any_columns_and_classes(tmp_path, suffix):
+    src = tmp_path / f"reviews.{suffix}"
+    df = user_frame()
+    {"csv": lambda: df.to_csv(src, index=False), "parquet": lambda: df.to_parquet(src),
+     "jsonl": lambda: df.to_json(src, orient="records", lines=True)}[suffix]()
+    result = prepare.run(user_cfg(src), tmp_path / "raw.parquet")
+    out = pd.read_parquet(result.output)
+    assert {"text", "label", "extra"} <= set(out.columns)
+    assert sorted(out["label"].unique()) == ["four", "one", "three", "two"]
+    assert result.rows_out == len(df) == 120
+
+
+def test_prepare_embedded_corpus_decodes_every_row():
+    cfg = DataConfig(include_pattern=None)
+    out = prepare.to_canonical(prepare.load_source(cfg), cfg)
+    assert len(out) == 38158
+    assert set(out["label"]) == {"negative", "neutral", "positive"}
+    assert not out["text"].str.contains("\ufffd").any()  # latin-1 decodes every byte; nothing replaced
+
+
+def test_prepare_include_pattern_selects_topic():
+    out = prepare.to_canonical(prepare.load_source(DataConfig()), DataConfig())
+    assert 14000 < len(out) < 15000  # the airline topic
+    assert out["text"].str.contains("@united|@americanair|@jetblue|@usairways|@southwestair|@virginamerica",
+                                    case=False).all()
+
+
+def test_unreadable_file_is_named(tmp_path):
+    bad = tmp_path / "data.csv"
+    bad.write_bytes(b"text,label\n\xff\xfe broken,pos\n")
+    with pytest.raises(DataFileError, match=r"data\.csv: not decodable as utf-8"):
+        prepare.run(user_cfg(bad), tmp_path / "raw.parquet")
+
+
+@pytest.mark.parametrize("missing, key", [("review", "data.text_column"), ("stars", "data.label_column")])
+def test_validate_names_missing_column_and_file(tmp_path, missing, key):
+    src = tmp_path / "reviews.csv"
+    user_frame().drop(columns=[missing]).to_csv(src, index=False)
+    raw = prepare.run(user_cfg(src), tmp_path / "raw.parquet").output
+    with pytest.raises(validate.ValidationFailed) as exc:
+        validate.run(user_cfg(src), ValidateConfig(), raw, tmp_path / "ok.parquet", tmp_path / "rep.json", str(src))
+    msg = str(exc.value)
+    assert str(src) in msg and repr(missing) in msg and key in msg
+    assert not (tmp_path / "ok.parquet").exists() and not (tmp_path / "rep.json").exists()
+
+
+def test_validate_drops_blank_and_duplicate_rows_and_counts_them():
+    df = pd.DataFrame({"text": ["a b", "  ", "a b", "c d", "e f", None, "g h"],
+                       "label": ["x", "y", "x", "", "y", "x", "y"]})
+    ok, report = validate.check(df, DataConfig(), ValidateConfig(min_rows=2, min_rows_per_class=1), "f.csv")
+    assert ok["text"].tolist() == ["a b", "e f", "g h"]
+    assert report.dropped == {"blank_text": 2, "blank_label": 1, "duplicate_text": 1}
+
+
+def test_validate_rejects_single_class():
+    df = pd.DataFrame({"text": [f"t{i}" for i in range(30)], "label": ["only"] * 30})
+    with pytest.raises(validate.ValidationFailed, match="single class"):
+        validate.check(df, DataConfig(), ValidateConfig(), "f.csv")
+
+
+@pytest.fixture()
+def processed(tmp_path, tiny_model_dir):
+    src = tmp_path / "reviews.csv"
+    user_frame(40).to_csv(src, index=False)
+    raw = prepare.run(user_cfg(src), tmp_path / "raw.parquet").output
+    validate.run(user_cfg(src), ValidateConfig(), raw, tmp_path / "ok.parquet", tmp_path / "rep.json", str(src))
+    cfg = PreprocessConfig(max_length=16)
+    return preprocess.run(cfg, str(tiny_model_dir), tmp_path / "ok.parquet", tmp_path / "processed")
+
+
+def test_preprocess_is_stratified_disjoint_and_byte_identical(tmp_path, tiny_model_dir, processed):
+    parts = {s: pd.read_parquet(processed.output_dir / f"{s}.parquet") for s in preprocess.SPLITS}
+    assert sum(len(p) for p in parts.values()) == 160
+    for part in parts.values():  # 4 balanced classes stay balanced in every split
+        assert part["label"].value_counts().nunique() == 1
+    texts = [set(p["text"]) for p in parts.values()]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    assert (parts["train"]["length"] <= 16).all()
+    again = preprocess.run(PreprocessConfig(max_length=16), str(tiny_model_dir), tmp_path / "ok.parquet",
+                           tmp_path / "processed2")
+    for name in [*(f"{s}.parquet" for s in preprocess.SPLITS), "labels.json"]:
+        assert (processed.output_dir / name).read_bytes() == (again.output_dir / name).read_bytes()
+
+
+def test_train_writes_hf_model_with_label_names_and_stops_early(tmp_path, tiny_model_dir, processed):
+    from transformers import AutoModelForSequenceClassification
+
+    # A vanishing learning rate leaves validation macro-F1 flat, so patience 1 must stop after epoch 2 of 30.
+    cfg = TrainConfig(model=str(tiny_model_dir), epochs=30, learning_rate=1e-12, early_stopping_patience=1,
+                      num_threads=1, batch_size=8)
+    result = train.run(cfg, processed.output_dir, tmp_path / "model", tmp_path / "metrics")
+    assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 1
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
+    assert model.config.id2label == {0: "four", 1: "one", 2: "three", 3: "two"}
+    assert model.config.num_labels == 4
+    summary = json.loads((tmp_path / "metrics" / "metrics.json").read_text())
+    assert summary["best_val_macro_f1"] == pytest.approx(result.best_val_macro_f1)
+    assert (tmp_path / "metrics" / "plots" / "metrics" / "val_macro_f1.tsv").exists()
+
+
+def test_train_learns_a_separable_task(tmp_path, tiny_model_dir, processed):
+    cfg = TrainConfig(model=str(tiny_model_dir), epochs=8, learning_rate=3e-3, num_threads=1, batch_size=8,
+                      early_stopping_patience=8)
+    result = train.run(cfg, processed.output_dir, tmp_path / "model", tmp_path / "metrics")
+    assert result.best_val_macro_f1 > 0.9  # one keyword per class: a working loop must find it
