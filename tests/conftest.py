@@ -44,6 +44,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
+    import torch
+
+    torch.manual_seed(0)  # the same random "pre-trained" weights in every session
     out = tmp_path_factory.mktemp("tiny-bert")
     wp = BertWordPieceTokenizer(lowercase=True)
     wp.train_from_iterator(tiny_texts(), vocab_size=800, min_frequency=2)
@@ -71,6 +74,7 @@ def make_project(root: Path, params: dict) -> Path:
     """A git + DVC repo with the project's dvc.yaml and the given params, committed like a fresh clone."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copytree(REPO / "tasks", root / "tasks", ignore=shutil.ignore_patterns("__pycache__"))  # code deps
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=root)
     sh(sys.executable, "-m", "dvc", "init", "-q", cwd=root)
