@@ -5,8 +5,6 @@ Glue only: each command loads params once, calls one function in tasks/ or flows
 from __future__ import annotations
 
 import functools
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 

@@ -124,7 +124,8 @@ def test_train_writes_hf_model_with_label_names_and_stops_early(tmp_path, tiny_m
 
 
 def test_train_learns_a_separable_task(tmp_path, tiny_model_dir, processed):
-    cfg = TrainConfig(model=str(tiny_model_dir), epochs=20, learning_rate=1e-2, warmup_ratio=0.0, num_threads=1,
+    # 3e-3 reached 1.0 for every seed tried (42, 0, 1, 7, 123); 1e-2 is chaotic on this tiny model.
+    cfg = TrainConfig(model=str(tiny_model_dir), epochs=20, learning_rate=3e-3, warmup_ratio=0.0, num_threads=1,
                       batch_size=8, early_stopping_patience=20)
     result = train.run(cfg, processed.output_dir, tmp_path / "model", tmp_path / "metrics")
     assert result.best_val_macro_f1 > 0.9  # one keyword per class: a working loop must find it
