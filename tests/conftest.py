@@ -38,20 +38,34 @@ def tiny_texts(n: int = 1500) -> list[str]:
     return df["text"].astype(str).tolist()
 
 
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def tiny_vocab(texts: list[str], n_words: int = 600) -> list[str]:
+    """Special tokens, characters and continuation characters, then the commonest words: the same list every time
+    (a trained WordPiece vocab orders ties differently from one process to the next)."""
+    import re
+    from collections import Counter
+
+    words = Counter(w for t in texts for w in re.findall(r"[a-z0-9]+", t.lower()))
+    chars = sorted({c for w in words for c in w} | set("abcdefghijklmnopqrstuvwxyz0123456789") | set("@#!?.,:;'/-_&"))
+    common = [w for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 1][:n_words]
+    return SPECIAL_TOKENS + chars + [f"##{c}" for c in chars] + common
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer, 32-wide BERT with a WordPiece vocab trained on a few tweets: the real code path, in seconds."""
+    """A 2-layer, 32-wide BERT with a small word vocab from a few tweets: the real code path, in seconds."""
+    import torch
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    import torch
-
     torch.manual_seed(0)  # the same random "pre-trained" weights in every session
     out = tmp_path_factory.mktemp("tiny-bert")
-    wp = BertWordPieceTokenizer(lowercase=True)
-    wp.train_from_iterator(tiny_texts(), vocab_size=800, min_frequency=2)
-    # transformers 5 ignores vocab_file here; wrapping the trained tokenizer object keeps its vocabulary.
-    tokenizer = BertTokenizerFast(tokenizer_object=wp._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+    (out / "vocab.txt").write_text("\n".join(tiny_vocab(tiny_texts())) + "\n", encoding="utf-8")
+    # transformers 5 ignores BertTokenizerFast(vocab_file=...); wrapping a tokenizers object keeps the vocabulary.
+    backend = BertWordPieceTokenizer(str(out / "vocab.txt"), lowercase=True)
+    tokenizer = BertTokenizerFast(tokenizer_object=backend._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", do_lower_case=True)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
