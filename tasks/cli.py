@@ -48,23 +48,29 @@ def prepare_cmd(output: Path = typer.Option(..., help="canonical text,label parq
 
 @stage.command("validate")
 @user_errors
-def validate_cmd(input: Path = typer.Option(...), output: Path = typer.Option(...), report: Path = typer.Option(...),
-                 params: Path = PARAMS):
+def validate_cmd(input: Path = typer.Option(...), output: Path = typer.Option(...),
+                 quarantine: Path = typer.Option(..., help="CSV of rejected rows: row, rule, detail, text, label"),
+                 report: Path = typer.Option(...), params: Path = PARAMS):
     from tasks import prepare, validate
 
     cfg = load_params(params)
-    r = validate.run(cfg.data, cfg.validate_, input, output, report, source=prepare.source_label(cfg.data))
-    out.print(f"validate: {r.rows_in} rows in, {r.rows_out} accepted, dropped {r.dropped}; classes {r.class_counts}")
+    r = validate.run(cfg.data, cfg.validate_, input, output, quarantine, report,
+                     source=prepare.source_label(cfg.data))
+    out.print(f"validate: {r.rows_in} rows in, {r.rows_accepted} accepted, {r.rows_quarantined} quarantined "
+              f"{r.quarantined_by_rule} (see {quarantine}); encoding flags {r.encoding_flags}; classes {r.class_counts}")
 
 
 @stage.command("preprocess")
 @user_errors
-def preprocess_cmd(input: Path = typer.Option(...), output_dir: Path = typer.Option(...), params: Path = PARAMS):
+def preprocess_cmd(input: Path = typer.Option(...), output_dir: Path = typer.Option(...),
+                   report: Path = typer.Option(None, help="split sizes, leakage removed, token lengths (JSON)"),
+                   params: Path = PARAMS):
     from tasks import preprocess
 
     cfg = load_params(params)
-    r = preprocess.run(cfg.preprocess, cfg.train.model, input, output_dir)
-    out.print(f"preprocess: splits {r.sizes}, labels {r.labels}")
+    r = preprocess.run(cfg.preprocess, cfg.train.model, input, output_dir, report)
+    out.print(f"preprocess: splits {r.sizes}, labels {r.labels}, leakage removed {r.leakage_removed}, "
+              f"augmented rows {r.augmented_rows}")
 
 
 @stage.command("train")

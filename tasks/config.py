@@ -22,7 +22,10 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     path: Optional[str] = Field(None, description="CSV/Parquet/JSONL file; null = the embedded tweet corpus")
     format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
-    encoding: Optional[str] = Field(None, description="CSV text encoding; null = utf-8 (latin-1 for the embedded corpus)")
+    encoding: Optional[str] = Field(None, description="CSV/JSONL encoding; null = detect (latin-1 for the embedded corpus)")
+    delimiter: Optional[str] = Field(None, description="CSV delimiter; null = detect among , ; tab |")
+    max_bytes: Optional[int] = Field(2_000_000_000, ge=1, description="larger files are refused; null = no limit")
+    max_rows: Optional[int] = Field(None, ge=1, description="files with more rows are refused; null = no limit")
     text_column: str = "text"
     label_column: str = "sentiment"
     include_pattern: Optional[str] = Field(
@@ -31,9 +34,22 @@ class DataConfig(_Strict):
 
 
 class ValidateConfig(_Strict):
-    min_rows: int = Field(20, ge=1)
-    min_rows_per_class: int = Field(2, ge=1)
+    min_rows: int = Field(20, ge=1, description="fewer accepted rows fails the dataset")
+    min_rows_per_class: int = Field(2, ge=1, description="a rarer class fails the dataset")
+    labels: Optional[list[str]] = Field(None, description="allowed labels; null = whatever the data has")
+    min_chars: int = Field(1, ge=1, description="shorter texts (after stripping) are quarantined")
     drop_duplicates: bool = True
+    drop_near_duplicates: bool = Field(True, description="same text after normalizing case, whitespace, URLs, @handles")
+    drop_conflicting_labels: bool = Field(True, description="quarantine texts that appear with different labels")
+    encoding_action: Literal["report", "quarantine"] = Field(
+        "report", description="rows with undecodable bytes or mojibake: count them, or quarantine them")
+    max_quarantine_share: float = Field(0.5, ge=0, le=1, description="a larger share of quarantined rows fails")
+
+
+class AugmentConfig(_Strict):
+    copies: int = Field(0, ge=0, description="augmented copies of each training row; 0 = off")
+    methods: list[Literal["random_deletion", "random_swap"]] = ["random_deletion", "random_swap"]
+    p: float = Field(0.1, gt=0, lt=1, description="share of words deleted / swapped")
 
 
 class PreprocessConfig(_Strict):
@@ -45,6 +61,7 @@ class PreprocessConfig(_Strict):
     max_test_samples: Optional[int] = Field(None, ge=1)
     max_length: int = Field(64, ge=8)
     batch_size: int = Field(1000, ge=1, description="texts per tokenizer call")
+    augment: AugmentConfig = AugmentConfig()
 
     @model_validator(mode="after")
     def _splits_leave_training_rows(self) -> "PreprocessConfig":

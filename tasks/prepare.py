@@ -11,6 +11,7 @@ from tasks.config import DataConfig
 from tasks.tables import read_table, write_parquet
 
 TEXT, LABEL = "text", "label"
+ROW = "row"  # 1-based data row number in the source file, for messages and the quarantine file
 
 
 @dataclass(frozen=True)
@@ -32,16 +33,18 @@ def source_label(cfg: DataConfig) -> str:
 
 def load_source(cfg: DataConfig) -> pd.DataFrame:
     if cfg.path:
-        return read_table(cfg.path, cfg.format, cfg.encoding)
+        return read_table(cfg.path, cfg.format, cfg.encoding, cfg.delimiter, cfg.max_bytes, cfg.max_rows)
     # The embedded CSV is latin-1 (it is not valid UTF-8); every byte decodes, mojibake is left for validate to report.
-    return read_table(embedded_corpus_path(), "csv", cfg.encoding or EMBEDDED_CORPUS_ENCODING)
+    return read_table(embedded_corpus_path(), "csv", cfg.encoding or EMBEDDED_CORPUS_ENCODING, ",")
 
 
 def to_canonical(df: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     """Rename the configured columns to text/label; missing ones stay missing so validate can name them."""
     renames = {cfg.text_column: TEXT, cfg.label_column: LABEL}
-    clashes = [c for c in (TEXT, LABEL) if c in df.columns and c not in renames and c not in renames.values()]
-    df = df.drop(columns=clashes).rename(columns={k: v for k, v in renames.items() if k in df.columns})
+    # A user column already called text/label/row that is not the configured one would collide: keep it renamed.
+    clashes = {c: f"{c}_original" for c in (TEXT, LABEL, ROW) if c in df.columns and c not in renames}
+    df = df.rename(columns=clashes).rename(columns={k: v for k, v in renames.items() if k in df.columns})
+    df.insert(0, ROW, range(1, len(df) + 1))
     if cfg.include_pattern and TEXT in df.columns:
         df = df[df[TEXT].astype(str).str.contains(cfg.include_pattern, case=False, regex=True, na=False)]
     return df.reset_index(drop=True)

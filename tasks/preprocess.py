@@ -1,12 +1,15 @@
-"""Stage `preprocess`: deterministic stratified train/val/test split, then batched fast tokenization.
+"""Stage `preprocess`: deterministic stratified train/val/test split, leakage check, optional augmentation of the
+training split, then batched fast tokenization.
 
-Outputs (one directory, a DVC output): train/val/test.parquet with text, label, label_id, input_ids, length, and
-labels.json (the label set, in id order). Same input and params give byte-identical files.
+Rows whose normalized text is the same (case, whitespace, URLs, @handles) are grouped and land in one split; a final
+check removes any text still found in two splits from val/test and reports the count. Outputs (a DVC output dir):
+train/val/test.parquet with text, label, label_id, input_ids, length (for length-bucketed batches), labels.json.
+The same input and params give byte-identical files.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +18,9 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
+from tasks import quality
 from tasks.assets import resolve_model
+from tasks.augment import augment
 from tasks.config import PreprocessConfig
 from tasks.prepare import LABEL, TEXT
 from tasks.tables import write_parquet
@@ -24,11 +29,14 @@ SPLITS = ("train", "val", "test")
 LABELS_FILE = "labels.json"
 
 
-@dataclass(frozen=True)
+@dataclass
 class PreprocessResult:
     output_dir: Path
     sizes: dict[str, int]
     labels: list[str]
+    leakage_removed: int = 0
+    augmented_rows: int = 0
+    tokens: dict[str, dict] = field(default_factory=dict)
 
 
 def _cap(df: pd.DataFrame, n: Optional[int], seed: int) -> pd.DataFrame:
@@ -40,13 +48,36 @@ def _cap(df: pd.DataFrame, n: Optional[int], seed: int) -> pd.DataFrame:
 
 
 def split(df: pd.DataFrame, cfg: PreprocessConfig) -> dict[str, pd.DataFrame]:
-    rest, test = train_test_split(df, test_size=cfg.test_size, random_state=cfg.seed, stratify=df[LABEL])
+    """Stratified split of groups of normalized-equal texts, so near-duplicates never straddle two splits."""
+    key = quality.normalize(df[TEXT].astype(str))
+    groups = df.groupby(key, sort=True)[LABEL].first()  # one label per group (its first row's) to stratify on
+    rest, test = train_test_split(groups, test_size=cfg.test_size, random_state=cfg.seed, stratify=groups)
     train, val = train_test_split(rest, test_size=cfg.val_size / (1 - cfg.test_size), random_state=cfg.seed,
-                                  stratify=rest[LABEL])
+                                  stratify=rest)
     caps = {"train": cfg.max_train_samples, "val": cfg.max_val_samples, "test": cfg.max_test_samples}
-    # Sorting by the original row order keeps files stable and diffable regardless of the split's shuffling.
-    return {name: _cap(part, caps[name], cfg.seed).sort_index() for name, part in
-            (("train", train), ("val", val), ("test", test))}
+    parts = {}
+    for name, keys in (("train", train), ("val", val), ("test", test)):
+        rows = df[key.isin(keys.index)]
+        # Sorting by the original row order keeps files stable and diffable regardless of the split's shuffling.
+        parts[name] = _cap(rows, caps[name], cfg.seed).sort_index()
+    return parts
+
+
+def find_leakage(parts: dict[str, pd.DataFrame]) -> dict[str, pd.Series]:
+    """For val and test: a mask of rows whose normalized text also occurs in an earlier split."""
+    seen = set(quality.normalize(parts["train"][TEXT].astype(str)))
+    masks = {}
+    for name in ("val", "test"):
+        norm = quality.normalize(parts[name][TEXT].astype(str))
+        masks[name] = norm.isin(seen)
+        seen |= set(norm)
+    return masks
+
+
+def remove_leakage(parts: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], int]:
+    masks = find_leakage(parts)
+    cleaned = dict(parts, **{name: parts[name][~mask] for name, mask in masks.items()})
+    return cleaned, int(sum(int(m.sum()) for m in masks.values()))
 
 
 def tokenize(texts: list[str], tokenizer, max_length: int, batch_size: int, desc: str) -> list[np.ndarray]:
@@ -57,24 +88,42 @@ def tokenize(texts: list[str], tokenizer, max_length: int, batch_size: int, desc
     return ids
 
 
-def run(cfg: PreprocessConfig, model_name: str, validated: str | Path, output_dir: str | Path) -> PreprocessResult:
+def token_profile(lengths: np.ndarray, max_length: int) -> dict:
+    if len(lengths) == 0:
+        return {}
+    return {"p50": float(np.percentile(lengths, 50)), "p95": float(np.percentile(lengths, 95)),
+            "max": int(lengths.max()), "truncated_share": float(np.mean(lengths >= max_length))}
+
+
+def run(cfg: PreprocessConfig, model_name: str, validated: str | Path, output_dir: str | Path,
+        report_path: Optional[str | Path] = None) -> PreprocessResult:
     from transformers import AutoTokenizer  # heavy import, only where tokenization happens
 
     df = pd.read_parquet(validated)[[TEXT, LABEL]]
     labels = sorted(df[LABEL].unique().tolist())
     label_ids = {name: i for i, name in enumerate(labels)}
+    parts, leaked = remove_leakage(split(df, cfg))
+    a = cfg.augment
+    parts["train"] = augment(parts["train"], TEXT, a.copies, list(a.methods), a.p, cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(model_name), use_fast=True)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sizes = {}
-    for name, part in split(df, cfg).items():
+    result = PreprocessResult(output_dir=out, sizes={}, labels=labels, leakage_removed=leaked,
+                              augmented_rows=int(parts["train"]["augmented"].sum()))
+    for name in SPLITS:
+        part = parts[name]
         ids = tokenize(part[TEXT].tolist(), tokenizer, cfg.max_length, cfg.batch_size, name)
-        table = part.reset_index(drop=True).assign(
-            label_id=part[LABEL].map(label_ids).astype("int64").to_numpy(),
-            input_ids=ids,
-            length=np.fromiter((len(x) for x in ids), dtype=np.int32, count=len(ids)),
-        )
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int32, count=len(ids))
+        table = part.reset_index(drop=True).assign(label_id=part[LABEL].map(label_ids).astype("int64").to_numpy(),
+                                                   input_ids=ids, length=lengths)
         write_parquet(table, out / f"{name}.parquet")
-        sizes[name] = len(table)
+        result.sizes[name] = len(table)
+        result.tokens[name] = token_profile(lengths, cfg.max_length)
     (out / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
-    return PreprocessResult(output_dir=out, sizes=sizes, labels=labels)
+    if report_path is not None:
+        report = {k: v for k, v in asdict(result).items() if k != "output_dir"}
+        report["class_counts"] = {n: {str(k): int(v) for k, v in parts[n][LABEL].value_counts().sort_index().items()}
+                                  for n in SPLITS}
+        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(report_path).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return result

@@ -1,11 +1,23 @@
-"""Read and write the tabular files users bring (CSV, Parquet, JSONL) with pandas/pyarrow."""
+"""Read and write the tabular files users bring (CSV, Parquet, JSONL) with pandas/pyarrow.
+
+CSV quoting (commas, quotes and newlines inside fields) is the parser's job; this module adds encoding and delimiter
+detection, size limits, and error messages that name the file and, where the parser knows it, the line.
+"""
 from __future__ import annotations
 
+import csv
+import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
-SUFFIX_FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+SUFFIX_FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
+                  ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+SNIFF_BYTES = 64 * 1024
+DELIMITERS = ",;\t|"
 
 
 class DataFileError(ValueError):
@@ -21,29 +33,118 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
         raise DataFileError(f"{path}: cannot tell the format from the suffix {path.suffix!r}; set data.format") from None
 
 
-def read_table(path: str | Path, fmt: str = "auto", encoding: str | None = None) -> pd.DataFrame:
+def detect_encoding(path: Path) -> str:
+    """UTF-8 (with or without BOM) when the whole file decodes as such; otherwise charset-normalizer's best guess."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+        return "utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "utf-8"
+    except UnicodeDecodeError as exc:
+        from charset_normalizer import from_bytes
+
+        matches = from_bytes(raw[: 4 * 1024 * 1024])
+        best = matches.best()
+        if best is None:
+            raise DataFileError(f"{path}: not valid UTF-8 ({_where(raw, exc.start)}) and no other encoding fits; "
+                                "set data.encoding") from None
+        # Short Western-European files are ambiguous among the cp125x family: prefer cp1252 when it fits as well.
+        western = [m for m in matches if m.encoding in ("cp1252", "latin_1") and m.percent_chaos <= best.percent_chaos]
+        return western[0].encoding if western else best.encoding
+
+
+def _where(raw: bytes, offset: int) -> str:
+    line = raw[:offset].count(b"\n") + 1
+    return f"line {line}, byte {offset}"
+
+
+def _decode_error(path: Path, encoding: str) -> str:
+    """pandas reports offsets within its read buffer; decode the file ourselves to name the real line and byte."""
+    raw = path.read_bytes()
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        return f"{path}: not decodable as {encoding} ({exc.reason} at {_where(raw, exc.start)}); set data.encoding"
+    return f"{path}: not decodable as {encoding}; set data.encoding"
+
+
+def detect_delimiter(path: Path, encoding: str) -> str:
+    with path.open("r", encoding=encoding, errors="replace", newline="") as fh:
+        sample = fh.read(SNIFF_BYTES)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
+def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
+    try:
+        return pd.read_json(path, lines=True, dtype=False, encoding=encoding)
+    except ValueError:
+        # pandas does not say which line is broken: find it so the user can fix it.
+        with path.open(encoding=encoding) as fh:
+            for number, line in enumerate(fh, start=1):
+                if line.strip():
+                    try:
+                        json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataFileError(f"{path}: line {number} is not valid JSON: {exc.msg}") from None
+        raise
+
+
+def read_table(path: str | Path, fmt: str = "auto", encoding: Optional[str] = None, delimiter: Optional[str] = None,
+               max_bytes: Optional[int] = None, max_rows: Optional[int] = None) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DataFileError(f"{path}: file not found")
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise DataFileError(f"{path}: {size:,} bytes exceeds data.max_bytes={max_bytes:,}")
+    if size == 0:
+        raise DataFileError(f"{path}: file is empty (rule: empty file)")
     fmt = detect_format(path, fmt)
     try:
-        if fmt == "csv":
-            sep = "\t" if path.suffix.lower() == ".tsv" else ","
-            return pd.read_csv(path, sep=sep, encoding=encoding or "utf-8", dtype=str, keep_default_na=False)
         if fmt == "parquet":
-            return pd.read_parquet(path)
-        return pd.read_json(path, lines=True, dtype=False, encoding=encoding or "utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataFileError(f"{path}: not decodable as {encoding or 'utf-8'} ({exc.reason} at byte {exc.start}); "
-                            "set data.encoding") from None
+            df = pd.read_parquet(path)
+        else:
+            encoding = encoding or detect_encoding(path)
+            if fmt == "jsonl":
+                df = _read_jsonl(path, encoding)
+            else:
+                sep = delimiter or detect_delimiter(path, encoding)
+                df = pd.read_csv(path, sep=sep, encoding=encoding, dtype=str, keep_default_na=False)
+    except UnicodeDecodeError:
+        raise DataFileError(_decode_error(path, encoding)) from None
     except pd.errors.EmptyDataError:
-        raise DataFileError(f"{path}: file is empty") from None
-    except (pd.errors.ParserError, ValueError) as exc:
+        raise DataFileError(f"{path}: file has no header and no rows (rule: empty file)") from None
+    except DataFileError:
+        raise
+    except (pd.errors.ParserError, ValueError, OSError) as exc:
         raise DataFileError(f"{path}: cannot parse as {fmt}: {exc}") from None
+    if max_rows is not None and len(df) > max_rows:
+        raise DataFileError(f"{path}: {len(df):,} rows exceeds data.max_rows={max_rows:,}")
+    return df
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temp path beside `path`, renamed over it only if the block succeeds: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(path, index=False)
-    return path
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+    return Path(path)
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pytest
 import yaml
 
@@ -42,22 +41,37 @@ def test_changing_a_train_param_reruns_only_train_and_evaluate(project):
     assert "Stage 'preprocess' didn't change" in rerun.stdout
 
 
-def test_missing_label_column_fails_in_validate_and_touches_nothing_downstream(project, tmp_path):
+BAD_INPUTS = {
+    # name: (file content, the stage that must stop it, message)
+    "missing label column": ("text,mood\n" + "".join(f"tweet {i},{'ab'[i % 2]}\n" for i in range(50)), "validate",
+                             "required column 'sentiment' (data.label_column) is missing"),
+    "empty file": ("", "prepare", "file is empty (rule: empty file)"),
+    "one class": ("text,sentiment\n" + "".join(f"tweet {i},negative\n" for i in range(50)), "validate",
+                  "has a single class (negative)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_data_stops_the_pipeline_and_changes_nothing(project, tmp_path, case):
+    content, stage, message = BAD_INPUTS[case]
     root, _ = project
     dvc(root, "repro")  # start from a clean, complete state
-    model_before = tree_digest(root / "models/candidate")
-    metrics_before = (root / "reports/metrics.json").read_bytes()
-    bad = tmp_path / "no_labels.csv"
-    pd.DataFrame({"text": [f"tweet {i}" for i in range(50)], "mood": ["a", "b"] * 25}).to_csv(bad, index=False)
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    # data/raw mirrors the configured source (prepare parsed it); the accepted data is data/validated.
+    kept = ["data/validated", "data/processed", "models", "reports"] + (["data/raw"] if stage == "prepare" else [])
+    before = {d: tree_digest(root / d) for d in kept}
+    params_before = (root / "params.yaml").read_text()
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    params = yaml.safe_load(params_before)
     params["data"].update(path=str(bad), include_pattern=None)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-    failed = dvc(root, "repro", check=False)
-    assert failed.returncode != 0
-    output = failed.stdout + failed.stderr
-    assert "required column 'sentiment' (data.label_column) is missing" in output
-    assert str(bad) in output
-    assert ran_stages(failed.stdout) == ["prepare", "validate"]
-    assert tree_digest(root / "models/candidate") == model_before
-    assert (root / "reports/metrics.json").read_bytes() == metrics_before
+    try:
+        failed = dvc(root, "repro", check=False)
+        assert failed.returncode != 0
+        output = failed.stdout + failed.stderr
+        assert message in output and str(bad) in output
+        assert ran_stages(failed.stdout)[-1] == stage  # nothing after the gate ran
+        assert "Traceback" not in output
+        assert {d: tree_digest(root / d) for d in before} == before  # accepted data, models, reports untouched
+    finally:
+        (root / "params.yaml").write_text(params_before)

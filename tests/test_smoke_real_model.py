@@ -19,7 +19,8 @@ def test_packaged_minilm_fine_tunes_and_loads_with_plain_transformers(tmp_path):
                                                            max_test_samples=120, max_length=48))
     cfg.train = cfg.train.model_copy(update=dict(epochs=1, batch_size=16))
     raw = prepare.run(cfg.data, tmp_path / "raw.parquet").output
-    validate.run(cfg.data, cfg.validate_, raw, tmp_path / "ok.parquet", tmp_path / "validation.json", "embedded")
+    validate.run(cfg.data, cfg.validate_, raw, tmp_path / "ok.parquet", tmp_path / "quarantine.csv",
+                 tmp_path / "validation.json", "embedded")
     processed = preprocess.run(cfg.preprocess, cfg.train.model, tmp_path / "ok.parquet", tmp_path / "processed")
     assert processed.labels == ["negative", "neutral", "positive"]
     result = train.run(cfg.train, processed.output_dir, tmp_path / "model", tmp_path / "train-metrics")

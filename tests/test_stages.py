@@ -50,11 +50,11 @@ def test_prepare_include_pattern_selects_topic():
                                     case=False).all()
 
 
-def test_unreadable_file_is_named(tmp_path):
+def test_undecodable_file_with_configured_encoding_is_named(tmp_path):
     bad = tmp_path / "data.csv"
-    bad.write_bytes(b"text,label\n\xff\xfe broken,pos\n")
-    with pytest.raises(DataFileError, match=r"data\.csv: not decodable as utf-8"):
-        prepare.run(user_cfg(bad), tmp_path / "raw.parquet")
+    bad.write_bytes(b"review,stars\ngood,one\n\xff\xfe broken,two\n")
+    with pytest.raises(DataFileError, match=r"data\.csv: not decodable as utf-8 \(invalid start byte at line 3, byte 22\)"):
+        prepare.run(user_cfg(bad, encoding="utf-8"), tmp_path / "raw.parquet")
 
 
 @pytest.mark.parametrize("missing, key", [("review", "data.text_column"), ("stars", "data.label_column")])
@@ -63,24 +63,12 @@ def test_validate_names_missing_column_and_file(tmp_path, missing, key):
     user_frame().drop(columns=[missing]).to_csv(src, index=False)
     raw = prepare.run(user_cfg(src), tmp_path / "raw.parquet").output
     with pytest.raises(validate.ValidationFailed) as exc:
-        validate.run(user_cfg(src), ValidateConfig(), raw, tmp_path / "ok.parquet", tmp_path / "rep.json", str(src))
+        validate.run(user_cfg(src), ValidateConfig(), raw, tmp_path / "ok.parquet", tmp_path / "q.csv",
+                     tmp_path / "rep.json", str(src))
     msg = str(exc.value)
     assert str(src) in msg and repr(missing) in msg and key in msg
-    assert not (tmp_path / "ok.parquet").exists() and not (tmp_path / "rep.json").exists()
+    assert not any((tmp_path / f).exists() for f in ("ok.parquet", "q.csv", "rep.json"))
 
-
-def test_validate_drops_blank_and_duplicate_rows_and_counts_them():
-    df = pd.DataFrame({"text": ["a b", "  ", "a b", "c d", "e f", None, "g h"],
-                       "label": ["x", "y", "x", "", "y", "x", "y"]})
-    ok, report = validate.check(df, DataConfig(), ValidateConfig(min_rows=2, min_rows_per_class=1), "f.csv")
-    assert ok["text"].tolist() == ["a b", "e f", "g h"]
-    assert report.dropped == {"blank_text": 2, "blank_label": 1, "duplicate_text": 1}
-
-
-def test_validate_rejects_single_class():
-    df = pd.DataFrame({"text": [f"t{i}" for i in range(30)], "label": ["only"] * 30})
-    with pytest.raises(validate.ValidationFailed, match="single class"):
-        validate.check(df, DataConfig(), ValidateConfig(), "f.csv")
 
 
 @pytest.fixture()
@@ -88,7 +76,8 @@ def processed(tmp_path, tiny_model_dir):
     src = tmp_path / "reviews.csv"
     user_frame(40).to_csv(src, index=False)
     raw = prepare.run(user_cfg(src), tmp_path / "raw.parquet").output
-    validate.run(user_cfg(src), ValidateConfig(), raw, tmp_path / "ok.parquet", tmp_path / "rep.json", str(src))
+    validate.run(user_cfg(src), ValidateConfig(), raw, tmp_path / "ok.parquet", tmp_path / "q.csv",
+                 tmp_path / "rep.json", str(src))
     cfg = PreprocessConfig(max_length=16)
     return preprocess.run(cfg, str(tiny_model_dir), tmp_path / "ok.parquet", tmp_path / "processed")
 
