@@ -22,13 +22,14 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
 
 check_params = task(pipeline.check_params, name="check-params")
 apply_overrides = task(pipeline.apply_overrides, name="apply-overrides")
+promote = task(pipeline.promote_candidate, name="promote")
 run_stage = task(pipeline.reproduce_stage, name="dvc-stage", task_run_name="{stage}", retries=1,
                  retry_delay_seconds=5, retry_condition_fn=_retry_unless_user_error)
 
 
 @flow(name="training", log_prints=True)
-def training(project_dir: str = ".", overrides: Optional[dict[str, Any]] = None) -> dict:
-    """Reproduce prepare → validate → preprocess → train → evaluate through DVC.
+def training(project_dir: str = ".", overrides: Optional[dict[str, Any]] = None, promote_model: bool = True) -> dict:
+    """Reproduce prepare → validate → preprocess → train → evaluate through DVC, then gate and promote.
 
     overrides: params.yaml keys to change first, e.g. {"train.epochs": 1}; they are written to params.yaml so
     `dvc repro`, `dvc params diff` and dvc.lock all see the same run.
@@ -42,4 +43,14 @@ def training(project_dir: str = ".", overrides: Optional[dict[str, Any]] = None)
                           [r.stage for r in runs if r.ran] or "none", [r.stage for r in runs if not r.ran] or "none")
     create_markdown_artifact(key="training-metrics", markdown=pipeline.metrics_markdown(root / "reports/metrics.json"),
                              description="Test metrics of the candidate model and the TF-IDF baseline")
-    return {"ran": [r.stage for r in runs if r.ran], "skipped": [r.stage for r in runs if not r.ran]}
+    summary = {"ran": [r.stage for r in runs if r.ran], "skipped": [r.stage for r in runs if not r.ran]}
+    if promote_model:
+        from tasks.config import load_params
+        from tasks.promote import decision_markdown
+
+        decision = promote(root)
+        create_markdown_artifact(key="promotion-decision", description="Gate decision: candidate vs production",
+                                 markdown=decision_markdown(decision, load_params(root / "params.yaml").promote.metric))
+        summary.update(version=decision.version, promoted=decision.promoted, reasons=decision.reasons,
+                       production_version=decision.production_version)
+    return summary

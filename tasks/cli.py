@@ -13,6 +13,7 @@ from rich.console import Console
 
 from tasks.config import ConfigError, load_params
 from tasks.pipeline import USER_ERROR_EXIT
+from tasks.registry import Registry, RegistryError
 from tasks.tables import DataFileError
 from tasks.validate import ValidationFailed
 
@@ -23,6 +24,8 @@ err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params file")
+REGISTRY = typer.Option(Path("models/registry"), help="registry root (versions + events.jsonl)")
+PRODUCTION = typer.Option(Path("models/production"), help="the production model (a link into the registry)")
 
 
 def user_errors(fn):
@@ -31,7 +34,7 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DataFileError, ValidationFailed, FileNotFoundError) as exc:
+        except (ConfigError, DataFileError, ValidationFailed, RegistryError, FileNotFoundError) as exc:
             err.print(f"[bold red]tuneline: error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(USER_ERROR_EXIT)
     return wrapper
@@ -87,13 +90,76 @@ def train_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Optio
 @stage.command("evaluate")
 @user_errors
 def evaluate_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Option(...),
-                 metrics: Path = typer.Option(...), params: Path = PARAMS):
+                 metrics: Path = typer.Option(...), plots_dir: Path = typer.Option(None), params: Path = PARAMS):
     from tasks import evaluate
 
     cfg = load_params(params)
-    m = evaluate.run(cfg.evaluate, input_dir, model_dir, metrics, seed=cfg.train.seed)
+    m = evaluate.run(cfg.evaluate, input_dir, model_dir, metrics, plots_dir, seed=cfg.train.seed)
     out.print(f"evaluate: model macro-F1 {m['model']['macro_f1']:.4f}, "
               f"TF-IDF baseline {m['baseline_tfidf_logreg']['macro_f1']:.4f} on {m['n_test']} test rows")
+
+
+@app.command("promote")
+@user_errors
+def promote_cmd(input_dir: Path = typer.Option(Path("data/processed")),
+                candidate: Path = typer.Option(Path("models/candidate")),
+                metrics: Path = typer.Option(Path("reports/metrics.json")),
+                registry: Path = REGISTRY, production: Path = PRODUCTION, params: Path = PARAMS):
+    """Gate the evaluated candidate against production on the same test rows; promote or reject (recorded)."""
+    from tasks import promote
+
+    r = promote.run(load_params(params), input_dir, candidate, metrics, Registry(registry, production))
+    out.print(f"candidate v{r.version}: {'PROMOTED' if r.promoted else 'REJECTED'}; production is v{r.production_version}")
+    for reason in r.reasons:
+        out.print(f"  - {reason}")
+
+
+@app.command("models")
+@user_errors
+def models_cmd(registry: Path = REGISTRY, production: Path = PRODUCTION):
+    """List registered versions with key metrics, lineage and decisions."""
+    from rich.table import Table
+
+    reg = Registry(registry, production)
+    current = reg.production_version()
+    table = Table(title=f"tuneline models ({registry}); production: v{current}")
+    for col in ("version", "created", "status", "macro-F1", "accuracy", "parent", "data (processed)", "commit",
+                "decision"):
+        table.add_column(col)
+    for r in reg.records():
+        status = "production" if r["version"] == current else ("archived" if r["decision"]["promoted"] else "rejected")
+        commit = (r["code"].get("commit") or "")[:8] + ("+dirty" if r["code"].get("dirty") else "")
+        table.add_row(f"v{r['version']}", r["created"], status, f"{r['metrics']['macro_f1']:.4f}",
+                      f"{r['metrics']['accuracy']:.4f}", f"v{r['parent']}" if r["parent"] else "-",
+                      (r["data"].get("processed_data") or "-")[:10], commit, "; ".join(r["decision"]["reasons"]))
+    rollbacks = [e for e in reg.events() if e["event"] == "rolled_back"]
+    out.print(table)
+    for e in rollbacks:
+        out.print(f"{e['time']}: rolled back from v{e['from_version']} to v{e['version']}")
+
+
+@app.command("rollback")
+@user_errors
+def rollback_cmd(version: str = typer.Argument(..., help="version to restore, e.g. 2 or v2"),
+                 registry: Path = REGISTRY, production: Path = PRODUCTION):
+    """Point production back at an earlier promoted version (recorded as its own event)."""
+    reg = Registry(registry, production)
+    before = reg.production_version()
+    reg.rollback(int(version.lower().removeprefix("v")))
+    out.print(f"production: v{before} -> v{reg.production_version()}")
+
+
+@app.command("predict")
+@user_errors
+def predict_cmd(input: Path = typer.Argument(..., help="CSV / Parquet / JSONL with a text column"),
+                output: Path = typer.Option(..., "--output", "-o", help=".csv, .parquet or .jsonl"),
+                model: Path = typer.Option(Path("models/production"), help="model directory (HF format)"),
+                text_column: str = typer.Option("text"), batch_size: int = typer.Option(64)):
+    """Label and per-class probabilities for every row, with the production model by default."""
+    from tasks import predict
+
+    r = predict.run(input, output, model, text_column, batch_size)
+    out.print(f"predict: {r.rows} rows -> {r.output} (labels {r.labels})")
 
 
 @app.command("check-params")

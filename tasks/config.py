@@ -86,6 +86,15 @@ class TrainConfig(_Strict):
 class EvaluateConfig(_Strict):
     batch_size: int = Field(128, ge=1)
     baseline_max_features: int = Field(50000, ge=100)
+    calibration_bins: int = Field(10, ge=2, description="bins of the reliability curve / expected calibration error")
+    slice_column: Optional[str] = Field(None, description="report metrics per value of this data column, if present")
+    min_slice_rows: int = Field(20, ge=1, description="smaller slices are left out of the slice report")
+
+
+class PromoteConfig(_Strict):
+    metric: Literal["macro_f1", "weighted_f1", "accuracy"] = "macro_f1"
+    min_delta: float = Field(0.0, description="the candidate must beat production by at least this much")
+    max_class_drop: float = Field(0.05, ge=0, description="no class's F1 may drop by more than this")
 
 
 class Params(_Strict):
@@ -94,6 +103,7 @@ class Params(_Strict):
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    promote: PromoteConfig = PromoteConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

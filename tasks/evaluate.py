@@ -1,22 +1,25 @@
 """Stage `evaluate`: score the candidate on the test split beside a TF-IDF + logistic-regression baseline.
 
 The baseline is trained on exactly the candidate's training rows and scored on the same test rows, so the
-comparison in reports/metrics.json is like for like.
+comparison in reports/metrics.json is like for like. Confusion matrix and reliability curve go to reports/eval/
+as DVC plots (dvclive); calibration (ECE) and optional per-slice metrics go beside the headline figures.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, classification_report, f1_score
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 from sklearn.pipeline import make_pipeline
 
 from tasks.batching import TokenizedSplit, pick_device, predict_proba
 from tasks.config import EvaluateConfig
+from tasks.tables import write_text
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
@@ -24,11 +27,43 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
                                    output_dict=True, zero_division=0)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
-        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted")),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=list(range(len(labels))), zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", labels=list(range(len(labels))),
+                                      zero_division=0)),
         "per_class": {name: {k: float(report[name][k]) for k in ("precision", "recall", "f1-score", "support")}
                       for name in labels},
     }
+
+
+def reliability(y_true: np.ndarray, probs: np.ndarray, n_bins: int) -> tuple[float, list[dict]]:
+    """Expected calibration error over equal-width confidence bins, and the curve's points."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0, 1, n_bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, n_bins - 1)
+    ece, points = 0.0, []
+    for b in range(n_bins):
+        mask = which == b
+        if mask.any():
+            gap = abs(correct[mask].mean() - conf[mask].mean())
+            ece += gap * mask.mean()
+            points.append({"confidence": float(conf[mask].mean()), "accuracy": float(correct[mask].mean()),
+                           "rows": int(mask.sum())})
+    return float(ece), points
+
+
+def load_classifier(model_dir: str | Path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    device = pick_device()
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    return model, device
+
+
+def model_probabilities(model_dir: str | Path, split: TokenizedSplit, batch_size: int, desc: str = "evaluate"):
+    model, device = load_classifier(model_dir)
+    return predict_proba(model, split, model.config.pad_token_id or 0, batch_size, device, desc=desc)
 
 
 def baseline_predictions(train_text: pd.Series, train_y: np.ndarray, test_text: pd.Series, cfg: EvaluateConfig,
@@ -41,28 +76,51 @@ def baseline_predictions(train_text: pd.Series, train_y: np.ndarray, test_text: 
     return pipe.predict(test_text)
 
 
-def run(cfg: EvaluateConfig, processed_dir: str | Path, model_dir: str | Path, metrics_path: str | Path,
-        seed: int = 0) -> dict:
-    from transformers import AutoModelForSequenceClassification
-    import torch
+def slice_scores(test: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str],
+                 cfg: EvaluateConfig) -> Optional[dict]:
+    if not cfg.slice_column or cfg.slice_column not in test.columns:
+        return None
+    out = {}
+    for value, idx in test.groupby(cfg.slice_column).indices.items():
+        if len(idx) >= cfg.min_slice_rows:
+            s = scores(y_true[idx], y_pred[idx], labels)
+            out[str(value)] = {"rows": len(idx), "accuracy": s["accuracy"], "macro_f1": s["macro_f1"]}
+    return out
 
+
+def run(cfg: EvaluateConfig, processed_dir: str | Path, model_dir: str | Path, metrics_path: str | Path,
+        plots_dir: Optional[str | Path] = None, seed: int = 0) -> dict:
     processed = Path(processed_dir)
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
     test = TokenizedSplit.read(processed / "test.parquet")
-    device = pick_device()
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).to(device)
-    model_pred = predict_proba(model, test, model.config.pad_token_id or 0, cfg.batch_size, device,
-                               desc="evaluate").argmax(-1)
+    probs = model_probabilities(model_dir, test, cfg.batch_size)
+    model_pred = probs.argmax(-1)
 
     train_df = pd.read_parquet(processed / "train.parquet", columns=["text", "label_id"])
-    test_text = pd.read_parquet(processed / "test.parquet", columns=["text"])["text"]
-    base_pred = baseline_predictions(train_df["text"], train_df["label_id"].to_numpy(), test_text, cfg, seed)
+    test_df = pd.read_parquet(processed / "test.parquet").drop(columns=["input_ids"])
+    base_pred = baseline_predictions(train_df["text"], train_df["label_id"].to_numpy(), test_df["text"], cfg, seed)
 
+    ece, curve = reliability(test.labels, probs, cfg.calibration_bins)
     metrics = {"n_test": len(test), "n_train": len(train_df),
-               "model": scores(test.labels, model_pred, labels),
+               "model": {**scores(test.labels, model_pred, labels), "expected_calibration_error": ece},
                "baseline_tfidf_logreg": scores(test.labels, base_pred, labels)}
     metrics["macro_f1_gain_over_baseline"] = metrics["model"]["macro_f1"] - metrics["baseline_tfidf_logreg"]["macro_f1"]
-    out = Path(metrics_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    metrics["confusion_matrix"] = {"labels": labels, "rows_actual_cols_predicted":
+                                   confusion_matrix(test.labels, model_pred, labels=range(len(labels))).tolist()}
+    slices = slice_scores(test_df, test.labels, model_pred, labels, cfg)
+    if slices is not None:
+        metrics["slices"] = {cfg.slice_column: slices}
+    write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", metrics_path)
+    if plots_dir is not None:
+        write_plots(plots_dir, [labels[i] for i in test.labels], [labels[i] for i in model_pred], curve)
     return metrics
+
+
+def write_plots(plots_dir: str | Path, actual: list[str], predicted: list[str], curve: list[dict]) -> None:
+    from dvclive import Live  # reporting only
+
+    with Live(dir=str(plots_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        live.log_sklearn_plot("confusion_matrix", actual, predicted, name="confusion_matrix",
+                              title="Confusion matrix (test split)")
+        live.log_plot("reliability", curve, x="confidence", y="accuracy", template="linear",
+                      title="Reliability curve (test split)")

@@ -64,6 +64,26 @@ def reproduce_stage(stage: str, project_dir: str | Path = ".") -> StageRun:
     return StageRun(stage, ran, time.perf_counter() - start)
 
 
+def dvc_add(path: str | Path, project_dir: str | Path = ".") -> None:
+    """Version a directory the flows changed (the registry) with DVC, so it is restorable like any DVC output."""
+    code, tail = _stream([sys.executable, "-m", "dvc", "add", "--quiet", str(path)], Path(project_dir))
+    if code != 0:
+        raise RuntimeError(f"dvc add {path} failed:\n{tail}")
+
+
+def promote_candidate(project_dir: str | Path = "."):
+    """Gate the evaluated candidate against production and record the decision (see tasks/promote.py)."""
+    from tasks import promote
+    from tasks.paths import ProjectPaths
+    from tasks.registry import Registry
+
+    paths = ProjectPaths(Path(project_dir).resolve())
+    result = promote.run(load_params(paths.params), paths.processed, paths.candidate, paths.metrics,
+                         Registry(paths.registry, paths.production), paths.root)
+    dvc_add(paths.registry.relative_to(paths.root), paths.root)
+    return result
+
+
 def dvc_status(project_dir: str | Path = ".") -> dict:
     out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project_dir, env=tool_env(),
                          capture_output=True, text=True, check=True).stdout

@@ -99,7 +99,7 @@ def run(cfg: PreprocessConfig, model_name: str, validated: str | Path, output_di
         report_path: Optional[str | Path] = None) -> PreprocessResult:
     from transformers import AutoTokenizer  # heavy import, only where tokenization happens
 
-    df = pd.read_parquet(validated)[[TEXT, LABEL]]
+    df = pd.read_parquet(validated)  # extra columns travel along (e.g. for slice metrics in evaluate)
     labels = sorted(df[LABEL].unique().tolist())
     label_ids = {name: i for i, name in enumerate(labels)}
     parts, leaked = remove_leakage(split(df, cfg))

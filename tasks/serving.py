@@ -155,8 +155,15 @@ def outputs_summary(project_dir: Path, result: dict) -> str:
     metrics = json.loads((project_dir / "reports/metrics.json").read_text(encoding="utf-8"))
     model, base = metrics["model"]["macro_f1"], metrics["baseline_tfidf_logreg"]["macro_f1"]
     verdict = "beats" if model > base else "does NOT beat"
+    decision = []
+    if "version" in result:
+        verdict = "PROMOTED" if result["promoted"] else "REJECTED"
+        decision = [f"decision: candidate v{result['version']} {verdict}; production is v{result['production_version']}",
+                    *[f"  - {r}" for r in result["reasons"]],
+                    f"production:     {(project_dir / 'models/production').resolve()}   (tuneline models)"]
     return "\n".join([
         f"stages run: {', '.join(result['ran']) or 'none'}; unchanged: {', '.join(result['skipped']) or 'none'}",
+        *decision,
         f"test macro-F1: model {model:.4f} vs TF-IDF + logistic regression {base:.4f} (model {verdict} the baseline)",
         f"model:          {(project_dir / 'models/candidate').resolve()}",
         f"test metrics:   {(project_dir / 'reports/metrics.json').resolve()}   (dvc metrics show)",

@@ -1,0 +1,34 @@
+"""Project-relative locations the flows use; dvc.yaml names the same stage outputs (keep them in step)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    root: Path
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def processed(self) -> Path:
+        return self.root / "data/processed"
+
+    @property
+    def candidate(self) -> Path:
+        return self.root / "models/candidate"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "reports/metrics.json"
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "models/registry"
+
+    @property
+    def production(self) -> Path:
+        return self.root / "models/production"

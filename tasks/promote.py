@@ -1,0 +1,92 @@
+"""Compare the candidate with production on the same test rows, then promote (atomically) or reject, recording why.
+
+Not a DVC stage: it changes production state, so the flows (and `tuneline promote`) call it after `evaluate`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from tasks import gate, lineage
+from tasks.assets import resolve_model
+from tasks.card import model_card
+from tasks.config import Params
+from tasks.evaluate import scores
+from tasks.prepare import source_label
+from tasks.predict import Predictor
+from tasks.registry import Registry, now
+
+SUMMARY_KEYS = ("accuracy", "macro_f1", "weighted_f1", "per_class", "expected_calibration_error")
+
+
+@dataclass
+class PromotionResult:
+    version: int
+    promoted: bool
+    reasons: list[str]
+    production_version: Optional[int]  # after the decision
+    candidate: dict
+    production: Optional[dict]  # the previous production model's scores on the same rows
+
+
+def score_model_on(model_dir: Path, texts: list[str], y_true: np.ndarray, labels: list[str], max_length: int,
+                   batch_size: int) -> dict:
+    """Scores of a saved model on given rows, tokenized with its own tokenizer; labels matched by name."""
+    predictor = Predictor(model_dir, max_length, batch_size)
+    probs = predictor.probabilities(texts, desc="score production")
+    index = {name: i for i, name in enumerate(labels)}
+    y_pred = np.array([index.get(predictor.labels[k], -1) for k in probs.argmax(axis=1)])
+    return scores(y_true, y_pred, labels)
+
+
+def summary(metrics: Optional[dict]) -> Optional[dict]:
+    return None if metrics is None else {k: metrics[k] for k in SUMMARY_KEYS if k in metrics}
+
+
+def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, metrics_path: str | Path,
+        registry: Registry, project_dir: str | Path = ".") -> PromotionResult:
+    processed = Path(processed_dir)
+    labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
+    evaluation = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
+    candidate = evaluation["model"]  # evaluate scored it on exactly these test rows
+    parent = registry.production_version()
+    production = None
+    if parent is not None:
+        test = pd.read_parquet(processed / "test.parquet", columns=["text", "label_id"])
+        production = score_model_on(registry.production, test["text"].tolist(), test["label_id"].to_numpy(), labels,
+                                    params.preprocess.max_length, params.evaluate.batch_size)
+    decision = gate.decide(candidate, production, params.promote)
+    record = {
+        "version": registry.next_version(), "created": now(), "parent": parent,
+        "base_model": params.train.model if params.train.model != "default" else
+        f"sentence-transformers/all-MiniLM-L6-v2 (packaged: {Path(resolve_model('default')).name})",
+        "data_source": source_label(params.data), "data": lineage.data_hashes(project_dir),
+        "code": lineage.code_commit(project_dir), "params": params.model_dump(by_alias=True),
+        "metrics": {**summary(candidate), "n_test": evaluation["n_test"]},
+        "compared_with": {"version": parent, "metrics": summary(production)},
+        "decision": {"promoted": decision.promote, "reasons": decision.reasons, "metric": params.promote.metric,
+                     "min_delta": params.promote.min_delta, "max_class_drop": params.promote.max_class_drop},
+    }
+    if decision.promote:
+        registry.promote(Path(candidate_dir), record, model_card(record, evaluation.get("baseline_tfidf_logreg")))
+    else:
+        registry.reject(record)
+    return PromotionResult(record["version"], decision.promote, decision.reasons, registry.production_version(),
+                           summary(candidate), summary(production))
+
+
+def decision_markdown(result: PromotionResult, metric: str) -> str:
+    verdict = "PROMOTED" if result.promoted else "REJECTED"
+    lines = [f"# Candidate v{result.version}: {verdict}", "", f"Production is now v{result.production_version}.", "",
+             "## Reasons", *[f"- {r}" for r in result.reasons]]
+    if result.production is not None:
+        lines += ["", f"| class | candidate F1 | production F1 |", "|---|---|---|"]
+        lines += [f"| {name} | {v['f1-score']:.4f} | {result.production['per_class'][name]['f1-score']:.4f} |"
+                  for name, v in result.candidate["per_class"].items()]
+        lines += [f"| **{metric}** | **{result.candidate[metric]:.4f}** | **{result.production[metric]:.4f}** |"]
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""Model registry: immutable version directories, an append-only event log, and `production` as a symlink.
+
+Layout (registry root, default models/registry, DVC-tracked):
+    versions/v0003/      HF model files + README.md (model card) + record.json, never changed once written
+    events.jsonl         one JSON object per event: promoted, rejected, rolled_back
+and `models/production` -> `registry/versions/v0003`.
+
+Promotion writes the version directory aside and renames it into place, then swaps the production symlink with
+os.replace (atomic on POSIX): an interruption at any point leaves production on the old version, complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+VERSION_PREFIX = "v"
+
+
+class RegistryError(ValueError):
+    pass
+
+
+def version_name(version: int) -> str:
+    return f"{VERSION_PREFIX}{version:04d}"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Registry:
+    root: Path
+    production: Path
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.root / "versions"
+
+    @property
+    def events_file(self) -> Path:
+        return self.root / "events.jsonl"
+
+    def events(self) -> list[dict]:
+        if not self.events_file.exists():
+            return []
+        return [json.loads(line) for line in self.events_file.read_text(encoding="utf-8").splitlines() if line]
+
+    def records(self) -> list[dict]:
+        """One record per version number (promoted or rejected), oldest first."""
+        return [e["record"] for e in self.events() if e["event"] in ("promoted", "rejected")]
+
+    def production_version(self) -> Optional[int]:
+        if not self.production.is_symlink():
+            if self.production.exists():
+                raise RegistryError(f"{self.production} is not a registry link; move it away to use the registry")
+            return None
+        return int(Path(os.readlink(self.production)).name.removeprefix(VERSION_PREFIX))
+
+    def next_version(self) -> int:
+        return max((r["version"] for r in self.records()), default=0) + 1
+
+    def version_dir(self, version: int) -> Path:
+        return self.versions_dir / version_name(version)
+
+    def append_event(self, event: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.events_file.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(event, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def stage_version(self, candidate_dir: Path, record: dict, card: str) -> Path:
+        """Copy the candidate into an immutable version directory (written aside, then renamed into place)."""
+        final = self.version_dir(record["version"])
+        if final.exists():
+            raise RegistryError(f"{final} already exists")
+        tmp = self.versions_dir / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(candidate_dir, tmp)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        (tmp / "record.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, final)
+        return final
+
+    def switch_production(self, version: int) -> None:
+        target = self.version_dir(version)
+        if not (target / "config.json").exists():
+            raise RegistryError(f"version {version} has no model files at {target}")
+        self.production_version()  # refuses to replace a real directory
+        self.production.parent.mkdir(parents=True, exist_ok=True)
+        link = self.production.with_name(f".{self.production.name}.tmp-{os.getpid()}")
+        link.unlink(missing_ok=True)
+        link.symlink_to(os.path.relpath(target, self.production.parent))
+        os.replace(link, self.production)
+
+    def promote(self, candidate_dir: Path, record: dict, card: str) -> None:
+        self.stage_version(candidate_dir, record, card)
+        self.switch_production(record["version"])
+        self.append_event({"event": "promoted", "time": now(), "version": record["version"], "record": record})
+
+    def reject(self, record: dict) -> None:
+        self.append_event({"event": "rejected", "time": now(), "version": record["version"], "record": record})
+
+    def rollback(self, version: int) -> int:
+        known = {r["version"]: r for r in self.records()}
+        if version not in known or not self.version_dir(version).exists():
+            promoted = sorted(v for v, r in known.items() if r["decision"]["promoted"])
+            raise RegistryError(f"version {version} cannot be restored; promoted versions: {promoted or 'none'}")
+        previous = self.production_version()
+        self.switch_production(version)
+        self.append_event({"event": "rolled_back", "time": now(), "version": version, "from_version": previous})
+        return version

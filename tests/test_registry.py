@@ -1,0 +1,159 @@
+"""Issue 5: gate, registry with lineage, atomic promotion, rollback, batch prediction and HF-pipeline agreement."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from tasks import evaluate, predict, prepare, preprocess, promote, train, validate
+from tasks.config import EvaluateConfig, Params, PreprocessConfig, TrainConfig, ValidateConfig
+from tasks.registry import Registry, RegistryError
+from tasks.tables import DataFileError
+from tests.conftest import tool_env, tree_digest
+from tests.test_stages import user_cfg, user_frame
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_model_dir):
+    """Processed data plus two trained candidates: one that learned the task, one that did not."""
+    root = tmp_path_factory.mktemp("registry-project")
+    src = root / "reviews.csv"
+    frame = user_frame(40)
+    frame["topic"] = ["a", "b"] * (len(frame) // 2)
+    frame.to_csv(src, index=False)
+    data_cfg = user_cfg(src)
+    raw = prepare.run(data_cfg, root / "raw.parquet").output
+    validate.run(data_cfg, ValidateConfig(), raw, root / "ok.parquet", root / "q.csv", root / "v.json", str(src))
+    processed = preprocess.run(PreprocessConfig(max_length=16), str(tiny_model_dir), root / "ok.parquet",
+                               root / "processed").output_dir
+    params = Params(data=data_cfg, preprocess=PreprocessConfig(max_length=16),
+                    train=TrainConfig(model=str(tiny_model_dir), num_threads=1, batch_size=8),
+                    evaluate=EvaluateConfig(slice_column="topic", min_slice_rows=5))
+    candidates = {}
+    for name, lr, epochs in (("good", 3e-3, 20), ("bad", 1e-12, 1)):
+        cfg = params.train.model_copy(update=dict(learning_rate=lr, epochs=epochs, warmup_ratio=0.0,
+                                                  early_stopping_patience=epochs))
+        model_dir = root / f"candidate-{name}"
+        train.run(cfg, processed, model_dir, root / f"train-{name}")
+        evaluate.run(params.evaluate, processed, model_dir, root / f"metrics-{name}.json", root / f"plots-{name}")
+        candidates[name] = model_dir
+    return root, params, processed, candidates
+
+
+def promote_run(project, name, registry):
+    root, params, processed, candidates = project
+    return promote.run(params, processed, candidates[name], root / f"metrics-{name}.json", registry, root)
+
+
+def test_evaluate_reports_calibration_confusion_and_slices(project):
+    root, *_ = project
+    m = json.loads((root / "metrics-good.json").read_text())
+    assert m["model"]["macro_f1"] > 0.9 and 0 <= m["model"]["expected_calibration_error"] <= 1
+    matrix = m["confusion_matrix"]["rows_actual_cols_predicted"]
+    assert sum(map(sum, matrix)) == m["n_test"] and len(matrix) == 4
+    assert set(m["slices"]["topic"]) == {"a", "b"}
+    assert (root / "plots-good/plots/sklearn/confusion_matrix.json").exists()
+    assert (root / "plots-good/plots/custom/reliability.json").exists()
+
+
+def test_gate_promotes_better_rejects_worse_and_rollback_restores_exact_files(project, tmp_path):
+    reg = Registry(tmp_path / "registry", tmp_path / "production")
+    first = promote_run(project, "bad", reg)
+    assert first.promoted and first.version == 1 and reg.production_version() == 1
+    assert "no production model yet" in first.reasons[0]
+    v1_files = tree_digest(tmp_path / "production")
+
+    better = promote_run(project, "good", reg)
+    assert better.promoted and better.version == 2 and reg.production_version() == 2
+    assert reg.records()[-1]["parent"] == 1
+    v2_files = tree_digest(tmp_path / "production")
+
+    worse = promote_run(project, "bad", reg)
+    assert not worse.promoted and reg.production_version() == 2
+    assert any("< min_delta" in r for r in worse.reasons) and any("F1 drops" in r for r in worse.reasons)
+    assert tree_digest(tmp_path / "production") == v2_files  # byte-identical after the rejection
+    assert [(r["version"], r["decision"]["promoted"]) for r in reg.records()] == [(1, True), (2, True), (3, False)]
+
+    reg.rollback(1)
+    assert reg.production_version() == 1 and tree_digest(tmp_path / "production") == v1_files
+    assert reg.events()[-1] == {**reg.events()[-1], "event": "rolled_back", "version": 1, "from_version": 2}
+    with pytest.raises(RegistryError, match=r"version 3 cannot be restored; promoted versions: \[1, 2\]"):
+        reg.rollback(3)
+
+
+def test_registry_record_has_lineage_and_card(project, tmp_path):
+    reg = Registry(tmp_path / "registry", tmp_path / "production")
+    promote_run(project, "good", reg)
+    record = json.loads((reg.version_dir(1) / "record.json").read_text())
+    assert {"version", "created", "parent", "data", "code", "params", "metrics", "decision"} <= set(record)
+    assert record["params"]["train"]["learning_rate"] == project[1].train.learning_rate
+    card = (tmp_path / "production" / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["pipeline_tag"] == "text-classification" and "## Intended use" in card
+
+
+def test_interrupted_promotion_leaves_production_on_the_old_version(project, tmp_path):
+    root, params, processed, candidates = project
+    reg = Registry(tmp_path / "registry", tmp_path / "production")
+    promote_run(project, "bad", reg)
+    before = tree_digest(tmp_path / "production")
+    # A crash mid-copy leaves a temp dir; a crash after the copy leaves a staged version nobody points at.
+    (reg.versions_dir / ".v0002.tmp-999").mkdir()
+    (reg.versions_dir / ".v0002.tmp-999" / "config.json").write_text("{half")
+    record = {"version": 2, "decision": {"promoted": True}}
+    reg.stage_version(candidates["good"], record, card="card")  # ... and the process dies before switching
+    assert reg.production_version() == 1 and tree_digest(tmp_path / "production") == before
+    assert [r["version"] for r in reg.records()] == [1]
+
+
+def test_pipeline_agrees_with_tuneline_predict_on_every_row(project, tmp_path):
+    from transformers import pipeline
+
+    root, params, processed, candidates = project
+    test = pd.read_parquet(processed / "test.parquet", columns=["text"])
+    inp = tmp_path / "in.csv"
+    test.assign(id=range(len(test))).to_csv(inp, index=False)
+    proc = subprocess.run([sys.executable, "-m", "tasks.cli", "predict", str(inp), "-o", str(tmp_path / "out.jsonl"),
+                           "--model", str(candidates["good"])], env=tool_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = pd.read_json(tmp_path / "out.jsonl", lines=True)
+    assert list(out["id"]) == list(range(len(test)))  # input order and extra columns kept
+    clf = pipeline("text-classification", model=str(candidates["good"]))
+    assert [r["label"] for r in clf(test["text"].tolist())] == out["label"].tolist()
+    probs = out.filter(like="prob_")
+    assert probs.shape[1] == 4 and ((probs.sum(axis=1) - 1).abs() < 1e-4).all()
+
+
+def test_predict_missing_column_and_empty_files(project, tmp_path):
+    _, _, _, candidates = project
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"body": ["x"]}).to_csv(bad, index=False)
+    with pytest.raises(DataFileError, match=r"bad\.csv: text column 'text' is missing; columns present: body"):
+        predict.run(bad, tmp_path / "o.csv", candidates["good"])
+    for name, content in (("empty.csv", ""), ("header.csv", "text,id\n")):
+        src = tmp_path / name
+        src.write_text(content)
+        result = predict.run(src, tmp_path / f"out-{name}", candidates["good"])
+        out = pd.read_csv(tmp_path / f"out-{name}")
+        assert result.rows == 0 and len(out) == 0 and "label" in out.columns
+
+
+def test_cli_models_and_rollback(project, tmp_path):
+    reg_dir, prod = tmp_path / "registry", tmp_path / "production"
+    reg = Registry(reg_dir, prod)
+    promote_run(project, "bad", reg)
+    promote_run(project, "good", reg)
+    args = ["--registry", str(reg_dir), "--production", str(prod)]
+    listed = subprocess.run([sys.executable, "-m", "tasks.cli", "models", *args], env=tool_env(COLUMNS="250"),
+                            capture_output=True, text=True)
+    assert listed.returncode == 0 and "v1" in listed.stdout and "production" in listed.stdout
+    rolled = subprocess.run([sys.executable, "-m", "tasks.cli", "rollback", "v1", *args], env=tool_env(),
+                            capture_output=True, text=True)
+    assert rolled.returncode == 0 and "production: v2 -> v1" in rolled.stdout
+    missing = subprocess.run([sys.executable, "-m", "tasks.cli", "rollback", "9", *args], env=tool_env(),
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "version 9 cannot be restored" in missing.stderr
