@@ -154,11 +154,12 @@ def rollback_cmd(version: str = typer.Argument(..., help="version to restore, e.
 def predict_cmd(input: Path = typer.Argument(..., help="CSV / Parquet / JSONL with a text column"),
                 output: Path = typer.Option(..., "--output", "-o", help=".csv, .parquet or .jsonl"),
                 model: Path = typer.Option(Path("models/production"), help="model directory (HF format)"),
-                text_column: str = typer.Option("text"), batch_size: int = typer.Option(64)):
+                text_column: str = typer.Option("text"), batch_size: int = typer.Option(64),
+                int8: bool = typer.Option(False, help="dynamic int8 quantization on CPU: faster, slightly less accurate")):
     """Label and per-class probabilities for every row, with the production model by default."""
     from tasks import predict
 
-    r = predict.run(input, output, model, text_column, batch_size)
+    r = predict.run(input, output, model, text_column, batch_size, int8=int8)
     out.print(f"predict: {r.rows} rows -> {r.output} (labels {r.labels})")
 
 

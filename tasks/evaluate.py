@@ -124,3 +124,4 @@ def write_plots(plots_dir: str | Path, actual: list[str], predicted: list[str], 
                               title="Confusion matrix (test split)")
         live.log_plot("reliability", curve, x="confidence", y="accuracy", template="linear",
                       title="Reliability curve (test split)")
+    Path(plots_dir, "metrics.json").unlink(missing_ok=True)  # dvclive's empty summary; metrics live in metrics_path

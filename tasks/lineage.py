@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+CODE_PATHS = ("tasks", "flows", "pyproject.toml", "dvc.yaml")  # params are recorded on their own
 TRACED_OUTPUTS = {"validated_data": "data/validated/dataset.parquet", "processed_data": "data/processed"}
 
 
@@ -23,6 +24,6 @@ def code_commit(project_dir: str | Path) -> dict:
         return subprocess.run(["git", *args], cwd=project_dir, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "HEAD")
-    # Untracked files (e.g. reports) do not make the code dirty; modified tracked files do.
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    # Modified code makes a run "dirty"; params (recorded in full), data and reports do not.
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)) if commit else None
     return {"commit": commit or None, "dirty": dirty}

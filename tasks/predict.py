@@ -74,13 +74,13 @@ def write_output(df: pd.DataFrame, path: Path) -> None:
 
 
 def run(input_path: str | Path, output_path: str | Path, model_dir: str | Path, text_column: str = "text",
-        batch_size: int = 64, max_length: Optional[int] = None) -> PredictResult:
+        batch_size: int = 64, max_length: Optional[int] = None, int8: bool = False) -> PredictResult:
     input_path, output_path = Path(input_path), Path(output_path)
     df = read_input(input_path)
     if len(df.columns) and text_column not in df.columns:
         raise DataFileError(f"{input_path}: text column {text_column!r} is missing; columns present: "
                             f"{', '.join(map(str, df.columns))} (use --text-column)")
-    predictor = Predictor(model_dir, max_length, batch_size)
+    predictor = Predictor(model_dir, max_length, batch_size, int8=int8)
     texts = df[text_column].astype(str).tolist() if len(df) else []
     probs = predictor.probabilities(texts)
     out = df.copy() if len(df.columns) else pd.DataFrame({text_column: pd.Series(dtype=str)})

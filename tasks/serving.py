@@ -155,18 +155,19 @@ def outputs_summary(project_dir: Path, result: dict) -> str:
     metrics = json.loads((project_dir / "reports/metrics.json").read_text(encoding="utf-8"))
     model, base = metrics["model"]["macro_f1"], metrics["baseline_tfidf_logreg"]["macro_f1"]
     verdict = "beats" if model > base else "does NOT beat"
+    root = project_dir.resolve()
     decision = []
     if "version" in result:
-        verdict = "PROMOTED" if result["promoted"] else "REJECTED"
-        decision = [f"decision: candidate v{result['version']} {verdict}; production is v{result['production_version']}",
+        outcome = "PROMOTED" if result["promoted"] else "REJECTED"
+        decision = [f"decision: candidate v{result['version']} {outcome}; production is v{result['production_version']}",
                     *[f"  - {r}" for r in result["reasons"]],
-                    f"production:     {(project_dir / 'models/production').resolve()}   (tuneline models)"]
+                    f"production:     {root / 'models/production'}   (tuneline models; tuneline predict)"]
     return "\n".join([
         f"stages run: {', '.join(result['ran']) or 'none'}; unchanged: {', '.join(result['skipped']) or 'none'}",
         *decision,
         f"test macro-F1: model {model:.4f} vs TF-IDF + logistic regression {base:.4f} (model {verdict} the baseline)",
-        f"model:          {(project_dir / 'models/candidate').resolve()}",
-        f"test metrics:   {(project_dir / 'reports/metrics.json').resolve()}   (dvc metrics show)",
-        f"train curves:   {(project_dir / 'reports/train').resolve()}   (dvc plots show)",
-        f"validation:     {(project_dir / 'reports/validation.json').resolve()}",
+        f"candidate:      {root / 'models/candidate'}",
+        f"test metrics:   {root / 'reports/metrics.json'}   (dvc metrics show)",
+        f"plots:          {root / 'reports/train'}, {root / 'reports/eval'}   (dvc plots show)",
+        f"validation:     {root / 'reports/validation.json'}, quarantine: {root / 'data/validated/quarantine.csv'}",
     ])

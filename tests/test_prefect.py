@@ -43,13 +43,16 @@ def test_flow_run_leaves_dvc_clean_and_dvc_repro_leaves_flow_nothing(prefect_env
     a = make_project(tmp_path / "a", tiny_params(tiny_model_dir))
     first = tuneline_run(a, prefect_env)
     assert "stages run: prepare, validate, preprocess, train, evaluate" in first.stdout
-    assert dvc(a, "status", "--json").stdout.strip() in ("{}", "")  # the flow wrote dvc.lock
+    assert "decision: candidate v1 PROMOTED; production is v1" in first.stdout
+    assert (a / "models/production/config.json").exists() and (a / "models/registry.dvc").exists()
+    assert dvc(a, "status", "--json").stdout.strip() in ("{}", "")  # the flow wrote dvc.lock and dvc-added the registry
     assert ran_stages(dvc(a, "repro").stdout) == []
 
     b = make_project(tmp_path / "b", tiny_params(tiny_model_dir))
     assert len(ran_stages(dvc(b, "repro").stdout)) == 5
     again = tuneline_run(b, prefect_env)
     assert "stages run: none" in again.stdout
+    assert dvc(b, "status", "--json").stdout.strip() in ("{}", "")
 
 
 def test_deployment_run_completes_against_real_server(prefect_env, tmp_path, tiny_model_dir):
