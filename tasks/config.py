@@ -72,6 +72,14 @@ class PreprocessConfig(_Strict):
 
 class TrainConfig(_Strict):
     model: str = Field("default", description="'default' = packaged MiniLM-L6; else an HF model id or a local directory")
+    strategy: Literal["full", "head", "gradual"] = Field(
+        "full", description="full fine-tuning | head only (base frozen) | gradual unfreezing top-down")
+    unfreeze_layers_per_epoch: int = Field(1, ge=1, description="gradual: groups unfrozen per epoch after the first")
+    layer_lr_decay: float = Field(1.0, gt=0, le=1, description="each layer's rate = rate of the layer above × decay")
+    dropout: Optional[float] = Field(None, ge=0, lt=1, description="override the model's dropout probabilities")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_weights: Literal["none", "balanced"] = Field("none", description="balanced: inverse class frequency")
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(5e-5, gt=0)

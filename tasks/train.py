@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from tasks.assets import resolve_model
 from tasks.batching import TokenizedSplit, bucketed_batches, iterate, pick_device, predict_proba
 from tasks.config import TrainConfig
+from tasks.strategies import build_param_groups, frozen_groups, named_groups, set_frozen, trainable
 
 EpochCallback = Callable[[dict], None]
 
@@ -46,17 +47,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_model(model_name: str, labels: list[str]):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def load_model(model_name: str, labels: list[str], dropout: Optional[float] = None):
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_model(model_name)
     tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+    config = AutoConfig.from_pretrained(path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                        label2id={l: i for i, l in enumerate(labels)})
+    if dropout is not None:  # every *dropout* probability the architecture has (names differ between families)
+        for key, value in config.to_dict().items():
+            if "dropout" in key and isinstance(value, (float, type(None))) and not key.startswith("layerdrop"):
+                setattr(config, key, dropout)
     # A fresh head sized for this label set; float32 explicitly because transformers 5 keeps the stored dtype.
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
-        dtype=torch.float32, ignore_mismatched_sizes=True,
-    )
+    model = AutoModelForSequenceClassification.from_pretrained(path, config=config, dtype=torch.float32,
+                                                               ignore_mismatched_sizes=True)
     return model, tokenizer
+
+
+def lr_lambda(kind: str, warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+    return f
+
+
+def class_weight_tensor(kind: str, labels: np.ndarray, n_classes: int) -> Optional[torch.Tensor]:
+    if kind == "none":
+        return None
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = len(labels) / (n_classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def evaluate_split(model, split: TokenizedSplit, pad_id: int, batch_size: int, device: torch.device) -> dict:
@@ -75,24 +101,22 @@ def fit(model, train: TokenizedSplit, val: TokenizedSplit, pad_id: int, cfg: Tra
     model.to(device)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
 
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(p)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.learning_rate, fused=device.type == "cuda",
-    )
+    optimizer = torch.optim.AdamW(build_param_groups(model, cfg.learning_rate, cfg.weight_decay, cfg.layer_lr_decay),
+                                  lr=cfg.learning_rate, fused=device.type == "cuda")
+    group_names = [name for name, _ in named_groups(model)]
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    warmup = int(cfg.warmup_ratio * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.scheduler, int(cfg.warmup_ratio * total),
+                                                                       total))
+    weight = class_weight_tensor(cfg.class_weights, train.labels, model.config.num_labels)
+    weight = weight.to(device) if weight is not None else None
 
     rng = np.random.default_rng(cfg.seed)
     best_f1, best_epoch, best_state, since_best = -1.0, 0, None, 0
     history, samples, tokens, train_time = [], 0, 0, 0.0
     epoch = 0
     for epoch in range(1, cfg.epochs + 1):
+        set_frozen(optimizer, frozen_groups(cfg.strategy, epoch, group_names, cfg.unfreeze_layers_per_epoch))
         model.train()
         batches = bucketed_batches(train.lengths, cfg.batch_size, rng)
         loss_sum, t0 = 0.0, time.perf_counter()
@@ -101,9 +125,11 @@ def fit(model, train: TokenizedSplit, val: TokenizedSplit, pad_id: int, cfg: Tra
         for idx, ids, mask in bar:
             labels = torch.from_numpy(train.labels[idx]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels).loss
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels, weight=weight,
+                                                     label_smoothing=cfg.label_smoothing)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -114,7 +140,7 @@ def fit(model, train: TokenizedSplit, val: TokenizedSplit, pad_id: int, cfg: Tra
         train_time += time.perf_counter() - t0
         record = {"epoch": epoch, "train_loss": loss_sum / len(train),
                   **evaluate_split(model, val, pad_id, 2 * cfg.batch_size, device)}
-        history.append(record)
+        history.append({**record, "trainable": trainable(optimizer)})
         if on_epoch_end:
             on_epoch_end(record)
         if record["val_macro_f1"] > best_f1:
@@ -139,7 +165,7 @@ def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metr
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
     train, val = TokenizedSplit.read(processed / "train.parquet"), TokenizedSplit.read(processed / "val.parquet")
     seed_everything(cfg.seed)  # the new head's initialisation depends on it
-    model, tokenizer = load_model(cfg.model, labels)
+    model, tokenizer = load_model(cfg.model, labels, cfg.dropout)
     # dvclive writes metrics.json (summary) and plots/metrics/*.tsv (one row per epoch) for `dvc plots show`.
     with Live(dir=str(metrics_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         def log_epoch(record: dict) -> None:

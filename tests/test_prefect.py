@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tasks import serving
+from tasks.config import load_params
 from tests.conftest import dvc, make_project, ran_stages, sh, tiny_params, tool_env
 
 pytestmark = pytest.mark.integration
@@ -66,12 +67,16 @@ def test_deployment_run_completes_against_real_server(prefect_env, tmp_path, tin
                 break
             assert serve.poll() is None, (tmp_path / "serve.log").read_text()
             time.sleep(1)
+        # The strategy travels as a deployment parameter (params.yaml overrides, type-checked before any work).
         run = sh(sys.executable, "-m", "prefect", "deployment", "run", "training/default", "--watch",
-                 "--watch-timeout", "400", cwd=project, env=prefect_env, check=False, timeout=450)
+                 "--watch-timeout", "400", "--param", 'overrides={"train.strategy": "gradual"}',
+                 cwd=project, env=prefect_env, check=False, timeout=450)
         log = (tmp_path / "serve.log").read_text()
         assert run.returncode == 0, run.stdout + run.stderr + log
         assert "Completed" in run.stdout
         assert (project / "reports/metrics.json").exists() and (project / "models/candidate/config.json").exists()
         assert dvc(project, "status", "--json").stdout.strip() in ("{}", "")
+        assert load_params(project / "params.yaml").train.strategy == "gradual"
+        assert "strategy: gradual" in (project / "dvc.lock").read_text()  # the run DVC recorded used it
     finally:
         serving.terminate(serve)
