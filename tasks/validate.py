@@ -104,7 +104,7 @@ def check(df: pd.DataFrame, data_cfg: DataConfig, cfg: ValidateConfig, source: s
              "the same (normalized) text appears with different labels")
     live = rule == ""
     if cfg.drop_duplicates:
-        dup = live & stripped.where(live).duplicated(keep="first") & live
+        dup = live & stripped.where(live).duplicated(keep="first")
         first = _first_occurrence_rows(stripped[live], rows[live]).reindex(df.index)
         mark(dup, "duplicate_text", "same text as row " + first.astype("Int64").astype(str))
     live = rule == ""
