@@ -52,5 +52,5 @@ def training(project_dir: str = ".", overrides: Optional[dict[str, Any]] = None,
         create_markdown_artifact(key="promotion-decision", description="Gate decision: candidate vs production",
                                  markdown=decision_markdown(decision, load_params(root / "params.yaml").promote.metric))
         summary.update(version=decision.version, promoted=decision.promoted, reasons=decision.reasons,
-                       production_version=decision.production_version)
+                       production_version=decision.production_version, unchanged=decision.unchanged)
     return summary

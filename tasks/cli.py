@@ -109,7 +109,8 @@ def promote_cmd(input_dir: Path = typer.Option(Path("data/processed")),
     from tasks import promote
 
     r = promote.run(load_params(params), input_dir, candidate, metrics, Registry(registry, production))
-    out.print(f"candidate v{r.version}: {'PROMOTED' if r.promoted else 'REJECTED'}; production is v{r.production_version}")
+    verdict = "unchanged" if r.unchanged else ("PROMOTED" if r.promoted else "REJECTED")
+    out.print(f"candidate v{r.version}: {verdict}; production is v{r.production_version}")
     for reason in r.reasons:
         out.print(f"  - {reason}")
 

@@ -4,6 +4,7 @@ Not a DVC stage: it changes production state, so the flows (and `tuneline promot
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class PromotionResult:
     production_version: Optional[int]  # after the decision
     candidate: dict
     production: Optional[dict]  # the previous production model's scores on the same rows
+    unchanged: bool = False  # the candidate is already production: nothing was gated or recorded
 
 
 def score_model_on(model_dir: Path, texts: list[str], y_true: np.ndarray, labels: list[str], max_length: int,
@@ -42,6 +44,15 @@ def score_model_on(model_dir: Path, texts: list[str], y_true: np.ndarray, labels
     index = {name: i for i, name in enumerate(labels)}
     y_pred = np.array([index.get(predictor.labels[k], -1) for k in probs.argmax(axis=1)])
     return scores(y_true, y_pred, labels)
+
+
+def weights_fingerprint(model_dir: Path) -> str:
+    """sha256 over the weight files: the same model retrained bit-for-bit (or not retrained) has the same print."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(model_dir).glob("*.safetensors")) + sorted(Path(model_dir).glob("*.bin")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def summary(metrics: Optional[dict]) -> Optional[dict]:
@@ -55,6 +66,12 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
     evaluation = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
     candidate = evaluation["model"]  # evaluate scored it on exactly these test rows
     parent = registry.production_version()
+    fingerprint = weights_fingerprint(Path(candidate_dir))
+    current = next((r for r in registry.records() if r["version"] == parent), None)
+    if current is not None and current.get("weights_sha256") == fingerprint:
+        # A rerun with nothing changed must not mint a new version of the same model.
+        return PromotionResult(parent, False, [f"the candidate is production v{parent} already: nothing to promote"],
+                               parent, summary(candidate), None, unchanged=True)
     production = None
     if parent is not None:
         test = pd.read_parquet(processed / "test.parquet", columns=["text", "label_id"])
@@ -62,7 +79,7 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
                                     params.preprocess.max_length, params.evaluate.batch_size)
     decision = gate.decide(candidate, production, params.promote)
     record = {
-        "version": registry.next_version(), "created": now(), "parent": parent,
+        "version": registry.next_version(), "created": now(), "parent": parent, "weights_sha256": fingerprint,
         "base_model": params.train.model if params.train.model != "default" else
         f"sentence-transformers/all-MiniLM-L6-v2 (packaged: {Path(resolve_model('default')).name})",
         "data_source": source_label(params.data), "data": lineage.data_hashes(project_dir),
@@ -81,6 +98,8 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
 
 
 def decision_markdown(result: PromotionResult, metric: str) -> str:
+    if result.unchanged:
+        return f"# No new candidate\n\n{result.reasons[0]}"
     verdict = "PROMOTED" if result.promoted else "REJECTED"
     lines = [f"# Candidate v{result.version}: {verdict}", "", f"Production is now v{result.production_version}.", "",
              "## Reasons", *[f"- {r}" for r in result.reasons]]

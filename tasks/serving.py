@@ -159,7 +159,9 @@ def outputs_summary(project_dir: Path, result: dict) -> str:
     decision = []
     if "version" in result:
         outcome = "PROMOTED" if result["promoted"] else "REJECTED"
-        decision = [f"decision: candidate v{result['version']} {outcome}; production is v{result['production_version']}",
+        headline = (f"decision: unchanged; production is v{result['production_version']}" if result.get("unchanged")
+                    else f"decision: candidate v{result['version']} {outcome}; production is v{result['production_version']}")
+        decision = [headline,
                     *[f"  - {r}" for r in result["reasons"]],
                     f"production:     {root / 'models/production'}   (tuneline models; tuneline predict)"]
     return "\n".join([

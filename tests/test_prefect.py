@@ -48,6 +48,8 @@ def test_flow_run_leaves_dvc_clean_and_dvc_repro_leaves_flow_nothing(prefect_env
     assert (a / "models/production/config.json").exists() and (a / "models/registry.dvc").exists()
     assert dvc(a, "status", "--json").stdout.strip() in ("{}", "")  # the flow wrote dvc.lock and dvc-added the registry
     assert ran_stages(dvc(a, "repro").stdout) == []
+    rerun = tuneline_run(a, prefect_env)  # nothing changed: no stage runs and no new model version appears
+    assert "stages run: none" in rerun.stdout and "decision: unchanged; production is v1" in rerun.stdout
 
     b = make_project(tmp_path / "b", tiny_params(tiny_model_dir))
     assert len(ran_stages(dvc(b, "repro").stdout)) == 5

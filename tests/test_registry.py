@@ -85,6 +85,16 @@ def test_gate_promotes_better_rejects_worse_and_rollback_restores_exact_files(pr
         reg.rollback(3)
 
 
+def test_promoting_the_same_model_again_is_a_no_op(project, tmp_path):
+    reg = Registry(tmp_path / "registry", tmp_path / "production")
+    promote_run(project, "good", reg)
+    events = reg.events_file.read_bytes()
+    again = promote_run(project, "good", reg)
+    assert again.unchanged and not again.promoted and again.production_version == 1
+    assert "is production v1 already" in again.reasons[0]
+    assert reg.events_file.read_bytes() == events and [r["version"] for r in reg.records()] == [1]
+
+
 def test_registry_record_has_lineage_and_card(project, tmp_path):
     reg = Registry(tmp_path / "registry", tmp_path / "production")
     promote_run(project, "good", reg)
