@@ -119,24 +119,25 @@ def promote_cmd(input_dir: Path = typer.Option(Path("data/processed")),
 @user_errors
 def models_cmd(registry: Path = REGISTRY, production: Path = PRODUCTION):
     """List registered versions with key metrics, lineage and decisions."""
-    from rich.table import Table
-
     reg = Registry(registry, production)
     current = reg.production_version()
-    table = Table(title=f"tuneline models ({registry}); production: v{current}")
-    for col in ("version", "created", "status", "macro-F1", "accuracy", "parent", "data (processed)", "commit",
-                "decision"):
-        table.add_column(col)
+    out.print(f"tuneline models ({registry}); production: v{current}", highlight=False)
+    row = "{:<8} {:<10} {:>8} {:>8} {:<6} {:<16} {:<8} {:<8}"
+    out.print(row.format("version", "status", "macro-F1", "accuracy", "parent", "created (UTC)", "data", "commit"),
+              style="bold", highlight=False)
     for r in reg.records():
         status = "production" if r["version"] == current else ("archived" if r["decision"]["promoted"] else "rejected")
-        commit = (r["code"].get("commit") or "")[:8] + ("+dirty" if r["code"].get("dirty") else "")
-        table.add_row(f"v{r['version']}", r["created"], status, f"{r['metrics']['macro_f1']:.4f}",
-                      f"{r['metrics']['accuracy']:.4f}", f"v{r['parent']}" if r["parent"] else "-",
-                      (r["data"].get("processed_data") or "-")[:10], commit, "; ".join(r["decision"]["reasons"]))
-    rollbacks = [e for e in reg.events() if e["event"] == "rolled_back"]
-    out.print(table)
-    for e in rollbacks:
-        out.print(f"{e['time']}: rolled back from v{e['from_version']} to v{e['version']}")
+        commit = (r["code"].get("commit") or "-")[:7] + ("*" if r["code"].get("dirty") else "")
+        out.print(row.format(f"v{r['version']}", status, f"{r['metrics']['macro_f1']:.4f}",
+                             f"{r['metrics']['accuracy']:.4f}", f"v{r['parent']}" if r["parent"] else "-",
+                             r["created"][:16].replace("T", " "), (r["data"].get("processed_data") or "-")[:7],
+                             commit), highlight=False)
+    out.print("data = DVC hash of data/processed; * = code had uncommitted changes", style="dim")
+    for r in reg.records():
+        out.print(f"v{r['version']}: " + "; ".join(r["decision"]["reasons"]), highlight=False)
+    for e in reg.events():
+        if e["event"] == "rolled_back":
+            out.print(f"{e['time']}: rolled back from v{e['from_version']} to v{e['version']}", highlight=False)
 
 
 @app.command("rollback")
