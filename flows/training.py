@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks import pipeline
+from tasks.promote import decision_markdown
 
 
 def _retry_unless_user_error(task, task_run, state) -> bool:
@@ -39,18 +40,13 @@ def training(project_dir: str = ".", overrides: Optional[dict[str, Any]] = None,
         apply_overrides(root / "params.yaml", overrides)
     check_params(root)
     runs = [run_stage(stage, root) for stage in pipeline.STAGES]
-    get_run_logger().info("stages run: %s; skipped (unchanged): %s",
-                          [r.stage for r in runs if r.ran] or "none", [r.stage for r in runs if not r.ran] or "none")
     create_markdown_artifact(key="training-metrics", markdown=pipeline.metrics_markdown(root / "reports/metrics.json"),
                              description="Test metrics of the candidate model and the TF-IDF baseline")
-    summary = {"ran": [r.stage for r in runs if r.ran], "skipped": [r.stage for r in runs if not r.ran]}
-    if promote_model:
-        from tasks.config import load_params
-        from tasks.promote import decision_markdown
-
-        decision = promote(root)
-        create_markdown_artifact(key="promotion-decision", description="Gate decision: candidate vs production",
-                                 markdown=decision_markdown(decision, load_params(root / "params.yaml").promote.metric))
-        summary.update(version=decision.version, promoted=decision.promoted, reasons=decision.reasons,
-                       production_version=decision.production_version, unchanged=decision.unchanged)
+    decision = promote(root) if promote_model else None
+    if decision is not None:
+        create_markdown_artifact(key="promotion-decision", markdown=decision_markdown(decision),
+                                 description="Gate decision: candidate vs production")
+    summary = pipeline.run_summary(runs, decision)
+    get_run_logger().info("stages run: %s; skipped (unchanged): %s", summary["ran"] or "none",
+                          summary["skipped"] or "none")
     return summary

@@ -22,12 +22,16 @@ class TokenizedSplit:
         return len(self.labels)
 
     @classmethod
+    def from_frame(cls, df) -> "TokenizedSplit":
+        """From a preprocess output table (input_ids, label_id, length columns)."""
+        return cls([np.asarray(x, dtype=np.int64) for x in df["input_ids"]], df["label_id"].to_numpy(np.int64),
+                   df["length"].to_numpy(np.int64))
+
+    @classmethod
     def read(cls, path: str | Path) -> "TokenizedSplit":
         import pandas as pd
 
-        df = pd.read_parquet(path, columns=["input_ids", "label_id", "length"])
-        return cls([np.asarray(x, dtype=np.int64) for x in df["input_ids"]], df["label_id"].to_numpy(np.int64),
-                   df["length"].to_numpy(np.int64))
+        return cls.from_frame(pd.read_parquet(path, columns=["input_ids", "label_id", "length"]))
 
 
 def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: Optional[np.random.Generator] = None,

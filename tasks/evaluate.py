@@ -17,8 +17,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 from sklearn.pipeline import make_pipeline
 
-from tasks.batching import TokenizedSplit, pick_device, predict_proba
+from tasks.batching import TokenizedSplit
 from tasks.config import EvaluateConfig
+from tasks.predict import Predictor
 from tasks.tables import write_text
 
 
@@ -52,20 +53,6 @@ def reliability(y_true: np.ndarray, probs: np.ndarray, n_bins: int) -> tuple[flo
     return float(ece), points
 
 
-def load_classifier(model_dir: str | Path):
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    device = pick_device()
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).to(device)
-    return model, device
-
-
-def model_probabilities(model_dir: str | Path, split: TokenizedSplit, batch_size: int, desc: str = "evaluate"):
-    model, device = load_classifier(model_dir)
-    return predict_proba(model, split, model.config.pad_token_id or 0, batch_size, device, desc=desc)
-
-
 def baseline_predictions(train_text: pd.Series, train_y: np.ndarray, test_text: pd.Series, cfg: EvaluateConfig,
                          seed: int) -> np.ndarray:
     pipe = make_pipeline(
@@ -92,12 +79,12 @@ def run(cfg: EvaluateConfig, processed_dir: str | Path, model_dir: str | Path, m
         plots_dir: Optional[str | Path] = None, seed: int = 0) -> dict:
     processed = Path(processed_dir)
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
-    test = TokenizedSplit.read(processed / "test.parquet")
-    probs = model_probabilities(model_dir, test, cfg.batch_size)
+    test_df = pd.read_parquet(processed / "test.parquet")
+    test = TokenizedSplit.from_frame(test_df)
+    probs = Predictor(model_dir, batch_size=cfg.batch_size).split_probabilities(test, desc="evaluate")
     model_pred = probs.argmax(-1)
 
     train_df = pd.read_parquet(processed / "train.parquet", columns=["text", "label_id"])
-    test_df = pd.read_parquet(processed / "test.parquet").drop(columns=["input_ids"])
     base_pred = baseline_predictions(train_df["text"], train_df["label_id"].to_numpy(), test_df["text"], cfg, seed)
 
     ece, curve = reliability(test.labels, probs, cfg.calibration_bins)

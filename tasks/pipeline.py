@@ -41,32 +41,41 @@ def tool_env() -> dict[str, str]:
     return env
 
 
-def _stream(cmd: list[str], cwd: Path) -> tuple[int, str]:
-    """Run cmd, echoing its output live (progress bars included) and keeping the tail for error messages."""
+RAN_MARKER = re.compile(r"Running stage '([\w.@-]+)'")
+
+
+def _stream(cmd: list[str], cwd: Path) -> tuple[int, str, set[str]]:
+    """Run cmd, echoing its output live (progress bars included).
+
+    Returns the exit code, the output's tail (for error messages) and every stage DVC said it ran, seen on any line:
+    a chatty stage must not push its "Running stage" line out of the tail.
+    """
     tail: deque[str] = deque(maxlen=40)
+    ran: set[str] = set()
     with subprocess.Popen(cmd, cwd=cwd, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
         assert proc.stdout is not None
         for raw in iter(proc.stdout.readline, b""):
-            sys.stdout.write(raw.decode("utf-8", "replace"))
+            line = raw.decode("utf-8", "replace")
+            sys.stdout.write(line)
             sys.stdout.flush()
-            tail.append(raw.decode("utf-8", "replace").rstrip().split("\r")[-1])
-    return proc.returncode, "\n".join(tail)
+            tail.append(line.rstrip().split("\r")[-1])
+            ran.update(RAN_MARKER.findall(line))
+    return proc.returncode, "\n".join(tail), ran
 
 
 def reproduce_stage(stage: str, project_dir: str | Path = ".") -> StageRun:
     """`dvc repro --single-item STAGE`: runs the stage only if its deps, params or outputs changed."""
     start = time.perf_counter()
-    code, tail = _stream([sys.executable, "-m", "dvc", "repro", "--single-item", stage], Path(project_dir))
+    code, tail, ran = _stream([sys.executable, "-m", "dvc", "repro", "--single-item", stage], Path(project_dir))
     if code != 0:
         user_error = bool(re.search(rf"exited with {USER_ERROR_EXIT}\b", tail)) or "tuneline: error:" in tail
         raise StageFailed(stage, code, tail, user_error)
-    ran = f"Running stage '{stage}'" in tail
-    return StageRun(stage, ran, time.perf_counter() - start)
+    return StageRun(stage, stage in ran, time.perf_counter() - start)
 
 
 def dvc_add(path: str | Path, project_dir: str | Path = ".") -> None:
     """Version a directory the flows changed (the registry) with DVC, so it is restorable like any DVC output."""
-    code, tail = _stream([sys.executable, "-m", "dvc", "add", "--quiet", str(path)], Path(project_dir))
+    code, tail, _ = _stream([sys.executable, "-m", "dvc", "add", "--quiet", str(path)], Path(project_dir))
     if code != 0:
         raise RuntimeError(f"dvc add {path} failed:\n{tail}")
 
@@ -82,6 +91,15 @@ def promote_candidate(project_dir: str | Path = "."):
                          Registry(paths.registry, paths.production), paths.root)
     dvc_add(paths.registry.relative_to(paths.root), paths.root)
     return result
+
+
+def run_summary(runs: list[StageRun], decision=None) -> dict:
+    """What a training run did, for the flow's return value and `tuneline run`'s printout."""
+    summary = {"ran": [r.stage for r in runs if r.ran], "skipped": [r.stage for r in runs if not r.ran]}
+    if decision is not None:
+        summary.update(version=decision.version, promoted=decision.promoted, reasons=decision.reasons,
+                       production_version=decision.production_version, unchanged=decision.unchanged)
+    return summary
 
 
 def dvc_status(project_dir: str | Path = ".") -> dict:

@@ -52,6 +52,10 @@ class Predictor:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         ids = [x.astype(np.int64) for x in tokenize(texts, self.tokenizer, self.max_length, 1000, desc)]
         split = TokenizedSplit(ids, np.zeros(len(ids), dtype=np.int64), np.array([len(x) for x in ids]))
+        return self.split_probabilities(split, desc)
+
+    def split_probabilities(self, split: TokenizedSplit, desc: str = "predict") -> np.ndarray:
+        """For rows already tokenized with this model's tokenizer (preprocess output)."""
         return predict_proba(self.model, split, self.tokenizer.pad_token_id or 0, self.batch_size, self.device, desc)
 
 

@@ -33,6 +33,7 @@ class PromotionResult:
     production_version: Optional[int]  # after the decision
     candidate: dict
     production: Optional[dict]  # the previous production model's scores on the same rows
+    metric: str = "macro_f1"  # the gate's primary metric
     unchanged: bool = False  # the candidate is already production: nothing was gated or recorded
 
 
@@ -71,7 +72,7 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
     if current is not None and current.get("weights_sha256") == fingerprint:
         # A rerun with nothing changed must not mint a new version of the same model.
         return PromotionResult(parent, False, [f"the candidate is production v{parent} already: nothing to promote"],
-                               parent, summary(candidate), None, unchanged=True)
+                               parent, summary(candidate), None, params.promote.metric, unchanged=True)
     production = None
     if parent is not None:
         test = pd.read_parquet(processed / "test.parquet", columns=["text", "label_id"])
@@ -94,10 +95,11 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
     else:
         registry.reject(record)
     return PromotionResult(record["version"], decision.promote, decision.reasons, registry.production_version(),
-                           summary(candidate), summary(production))
+                           summary(candidate), summary(production), params.promote.metric)
 
 
-def decision_markdown(result: PromotionResult, metric: str) -> str:
+def decision_markdown(result: PromotionResult) -> str:
+    metric = result.metric
     if result.unchanged:
         return f"# No new candidate\n\n{result.reasons[0]}"
     verdict = "PROMOTED" if result.promoted else "REJECTED"
