@@ -3,7 +3,7 @@
 usage: python benchmarks/train_throughput.py [--rows 512] [--batch-size 32] [--models minilm,bert-base]
 Prints samples/s, tokens/s, MFU (when --peak-tflops is given, e.g. 989 for an H100 in bf16) and the ratio.
 HF Trainer runs as recommended for speed: bf16 where available, fused AdamW on CUDA, dynamic padding
-(DataCollatorWithPadding), no logging/saving. Needs `pip install -e '.[bench]'` (accelerate) for the Trainer.
+(DataCollatorWithPadding), no logging/saving.
 Imports only torch/transformers/numpy/pandas/sklearn, so it runs on a bare GPU box.
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ import torch
 
 from tasks.batching import TokenizedSplit
 from tasks.config import TrainConfig
-from tasks.train import fit, load_model
+from tasks.modeling import load_model
+from tasks.train import fit
 
 
 def tweets(n: int) -> tuple[list[str], list[int]]:

@@ -79,12 +79,24 @@ def preprocess_cmd(input: Path = typer.Option(...), output_dir: Path = typer.Opt
 @stage.command("train")
 @user_errors
 def train_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Option(...),
-              metrics_dir: Path = typer.Option(...), params: Path = PARAMS):
-    from tasks import train
+              metrics_dir: Path = typer.Option(...),
+              checkpoint_dir: Optional[Path] = typer.Option(
+                  Path(".tuneline/checkpoints/train"), help="resumable training state (outside DVC outputs)"),
+              params: Path = PARAMS):
+    import sys
 
-    r = train.run(load_params(params).train, input_dir, model_dir, metrics_dir)
-    out.print(f"train: best val macro-F1 {r.best_val_macro_f1:.4f} at epoch {r.best_epoch}/{r.epochs_run} "
-              f"({r.samples_per_s:.1f} samples/s on {r.device}); model in {r.model_dir}")
+    from tasks import distributed, train
+
+    cfg = load_params(params).train
+    code = distributed.relaunch_under_torchrun(cfg.processes, sys.argv[1:])
+    if code is not None:  # the torchrun processes did the work
+        raise typer.Exit(code)
+    r = train.run(cfg, input_dir, model_dir, metrics_dir, checkpoint_dir)
+    if distributed.is_main():
+        resumed = f"; resumed at step {r.resumed_from_step}" if r.resumed_from_step else ""
+        out.print(f"train ({cfg.strategy}): best val macro-F1 {r.best_val_macro_f1:.4f} at epoch "
+                  f"{r.best_epoch}/{r.epochs_run} ({r.samples_per_s:.1f} samples/s, {r.tokens_per_s:.0f} tokens/s "
+                  f"on {r.device} x{r.world_size}){resumed}; model in {r.model_dir}")
 
 
 @stage.command("evaluate")

@@ -70,10 +70,19 @@ class PreprocessConfig(_Strict):
         return self
 
 
+class LoraConfig(_Strict):
+    r: int = Field(8, ge=1, description="adapter rank")
+    alpha: int = Field(16, ge=1, description="adapter scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: Optional[list[str]] = Field(None, description="module names to adapt; null = PEFT's default")
+    save: Literal["merged", "adapter"] = Field("merged", description="merged into plain HF weights, or an adapter dir")
+
+
 class TrainConfig(_Strict):
     model: str = Field("default", description="'default' = packaged MiniLM-L6; else an HF model id or a local directory")
-    strategy: Literal["full", "head", "gradual"] = Field(
-        "full", description="full fine-tuning | head only (base frozen) | gradual unfreezing top-down")
+    strategy: Literal["full", "head", "gradual", "lora"] = Field(
+        "full", description="full fine-tuning | head only (base frozen) | gradual unfreezing top-down | LoRA adapters")
+    lora: LoraConfig = LoraConfig()
     unfreeze_layers_per_epoch: int = Field(1, ge=1, description="gradual: groups unfrozen per epoch after the first")
     layer_lr_decay: float = Field(1.0, gt=0, le=1, description="each layer's rate = rate of the layer above × decay")
     dropout: Optional[float] = Field(None, ge=0, lt=1, description="override the model's dropout probabilities")
@@ -89,6 +98,11 @@ class TrainConfig(_Strict):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     num_threads: Optional[int] = Field(None, ge=1, description="torch CPU threads; null = all cores")
+    checkpoint_every_steps: Optional[int] = Field(
+        200, ge=1, description="resumable checkpoint every N steps (and after every epoch); null = epochs only")
+    processes: Optional[int] = Field(
+        None, ge=1, description="data-parallel processes (torchrun + DDP); null = one per CUDA device, 1 on CPU")
+    compile: bool = Field(False, description="torch.compile the model (dynamic shapes; pays off on long GPU runs)")
 
 
 class EvaluateConfig(_Strict):

@@ -32,13 +32,15 @@ class Predictor:
     def __init__(self, model_dir: str | Path, max_length: Optional[int] = None, batch_size: int = 64,
                  num_threads: Optional[int] = None, int8: bool = False):
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from tasks.modeling import load_classifier
 
         if num_threads:
             torch.set_num_threads(num_threads)
         self.device = pick_device()
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).to(self.device)
+        self.model = load_classifier(model_dir).to(self.device)
         if int8:  # dynamic int8 Linear layers: faster on CPU, at a small accuracy cost (see benchmarks/)
             self.model = torch.ao.quantization.quantize_dynamic(self.model.cpu(), {torch.nn.Linear}, dtype=torch.qint8)
             self.device = torch.device("cpu")

@@ -45,10 +45,14 @@ def named_groups(model: nn.Module) -> list[tuple[str, list[tuple[str, nn.Paramet
 
 
 def build_param_groups(model: nn.Module, lr: float, weight_decay: float, layer_lr_decay: float = 1.0) -> list[dict]:
-    """One optimizer group per (named group, decay/no-decay), with layer-wise rates."""
+    """One optimizer group per (named group, decay/no-decay), with layer-wise rates.
+
+    Only parameters that can train are taken: under LoRA, PEFT has frozen the base for good, and it stays so.
+    """
     out = []
     for depth, (group, params) in enumerate(named_groups(model)):
         rate = lr * layer_lr_decay ** depth
+        params = [(n, p) for n, p in params if p.requires_grad]
         decay = [p for n, p in params if not any(h in n for h in NO_DECAY_HINTS)]
         no_decay = [p for n, p in params if any(h in n for h in NO_DECAY_HINTS)]
         for plist, wd in ((decay, weight_decay), (no_decay, 0.0)):
@@ -68,11 +72,11 @@ def set_frozen(optimizer: torch.optim.Optimizer, frozen: Iterable[str]) -> None:
 def frozen_groups(strategy: str, epoch: int, group_names: list[str], layers_per_epoch: int = 1) -> list[str]:
     """Which named groups are frozen in `epoch` (1-based).
 
-    full: none. head: everything but the head. gradual: epoch 1 trains the head only; each later epoch unfreezes
+    full and lora: none (LoRA's frozen base is not in the optimizer at all). head: everything but the head. gradual: epoch 1 trains the head only; each later epoch unfreezes
     `layers_per_epoch` more groups top-down (encoder layers, then embeddings).
     """
     body = [g for g in group_names if g != "head"]
-    if strategy == "full":
+    if strategy in ("full", "lora"):
         return []
     if strategy == "head":
         return body

@@ -1,6 +1,8 @@
-"""Stage `train`: full fine-tuning of a pre-trained encoder with a new head for the data's label set.
+"""Stage `train`: fine-tune a pre-trained encoder with a new head for the data's label set.
 
-Length-bucketed batches, AdamW with linear warmup/decay, early stopping on validation macro-F1, best weights kept.
+Strategies (full, head, gradual, lora) and layer-wise rates come from tasks/strategies.py; length-bucketed batches
+from tasks/batching.py; resumable checkpoints from tasks/checkpoint.py; DDP from tasks/distributed.py.
+Early stopping on validation macro-F1 keeps the best epoch's weights.
 Imports only torch/transformers/numpy/sklearn at module level so it runs on a bare GPU box (see DESIGN.md).
 """
 from __future__ import annotations
@@ -19,12 +21,13 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm.auto import tqdm
 
-from tasks.assets import resolve_model
+from tasks import checkpoint, distributed
 from tasks.batching import TokenizedSplit, bucketed_batches, iterate, pick_device, predict_proba
 from tasks.config import TrainConfig
+from tasks.modeling import add_lora, load_model, save_classifier
 from tasks.strategies import build_param_groups, frozen_groups, named_groups, set_frozen, trainable
 
-EpochCallback = Callable[[dict], None]
+StepCallback = Callable[[int], None]
 
 
 @dataclass
@@ -38,6 +41,9 @@ class TrainResult:
     samples_per_s: float
     tokens_per_s: float
     device: str
+    world_size: int = 1
+    resumed_from_step: int = 0
+    trainable_params: int = 0
     history: list[dict] = field(default_factory=list)
 
 
@@ -45,23 +51,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def load_model(model_name: str, labels: list[str], dropout: Optional[float] = None):
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
-    path = resolve_model(model_name)
-    tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
-    config = AutoConfig.from_pretrained(path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                                        label2id={l: i for i, l in enumerate(labels)})
-    if dropout is not None:  # every *dropout* probability the architecture has (names differ between families)
-        for key, value in config.to_dict().items():
-            if "dropout" in key and isinstance(value, (float, type(None))) and not key.startswith("layerdrop"):
-                setattr(config, key, dropout)
-    # A fresh head sized for this label set; float32 explicitly because transformers 5 keeps the stored dtype.
-    model = AutoModelForSequenceClassification.from_pretrained(path, config=config, dtype=torch.float32,
-                                                               ignore_mismatched_sizes=True)
-    return model, tokenizer
 
 
 def lr_lambda(kind: str, warmup: int, total: int):
@@ -91,41 +80,70 @@ def evaluate_split(model, split: TokenizedSplit, pad_id: int, batch_size: int, d
             "val_accuracy": float(accuracy_score(split.labels, pred))}
 
 
+def batches_per_epoch(n_rows: int, batch_size: int, world: int) -> int:
+    return len(distributed.shard(bucketed_batches(np.zeros(n_rows, dtype=np.int64), batch_size,
+                                                  np.random.default_rng(0)), 0, world))
+
+
+def configure_cpu_threads(cfg: TrainConfig, world: int) -> None:
+    # Several processes on one CPU share its cores; oversubscription makes every one of them slower.
+    torch.set_num_threads(cfg.num_threads or max(1, (os.cpu_count() or 1) // world))
+
+
 def fit(model, train: TokenizedSplit, val: TokenizedSplit, pad_id: int, cfg: TrainConfig,
-        on_epoch_end: Optional[EpochCallback] = None) -> tuple[dict, TrainResult]:
-    """Train in place; returns the best state dict (by val macro-F1) and the run summary."""
+        checkpoint_path: Optional[Path] = None, on_step_end: Optional[StepCallback] = None) -> tuple[dict, TrainResult]:
+    """Train in place; returns the best state dict (by val macro-F1) and the run summary.
+
+    With checkpoint_path, the loop saves its whole state every `checkpoint_every_steps` steps and after every epoch,
+    and a rerun resumes from there, ending with the same weights as an uninterrupted run (same seed, CPU).
+    """
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    rank, world = distributed.rank_and_world()
+    device = distributed.init(pick_device(cfg.device))
     if device.type == "cpu":
-        torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
+        configure_cpu_threads(cfg, world)
     model.to(device)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-
     optimizer = torch.optim.AdamW(build_param_groups(model, cfg.learning_rate, cfg.weight_decay, cfg.layer_lr_decay),
                                   lr=cfg.learning_rate, fused=device.type == "cuda")
     group_names = [name for name, _ in named_groups(model)]
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
+    total = batches_per_epoch(len(train), cfg.batch_size, world) * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.scheduler, int(cfg.warmup_ratio * total),
                                                                        total))
     weight = class_weight_tensor(cfg.class_weights, train.labels, model.config.num_labels)
     weight = weight.to(device) if weight is not None else None
 
+    loop, best_state = checkpoint.LoopState(), None
+    restored = checkpoint.load(checkpoint_path, model, optimizer, scheduler)
+    if restored is not None:
+        loop, best_state = restored
+    resumed_from = loop.global_step
+    writes_checkpoints = checkpoint_path is not None and rank == 0
+
+    def save_checkpoint() -> None:
+        if writes_checkpoints:
+            checkpoint.save(checkpoint_path, model, optimizer, scheduler, loop, best_state)
+
     rng = np.random.default_rng(cfg.seed)
-    best_f1, best_epoch, best_state, since_best = -1.0, 0, None, 0
-    history, samples, tokens, train_time = [], 0, 0, 0.0
-    epoch = 0
-    for epoch in range(1, cfg.epochs + 1):
+    while not loop.stopped and loop.epoch <= cfg.epochs:
+        epoch = loop.epoch
+        if loop.rng_epoch_start is None:
+            loop.rng_epoch_start = rng.bit_generator.state
+        rng.bit_generator.state = loop.rng_epoch_start  # a resumed epoch draws the same batches again
         set_frozen(optimizer, frozen_groups(cfg.strategy, epoch, group_names, cfg.unfreeze_layers_per_epoch))
+        forward = distributed.wrap(model, device)
+        if cfg.compile:
+            forward = torch.compile(forward, dynamic=True)
         model.train()
-        batches = bucketed_batches(train.lengths, cfg.batch_size, rng)
-        loss_sum, t0 = 0.0, time.perf_counter()
-        bar = tqdm(iterate(train, batches, pad_id), total=len(batches), desc=f"train epoch {epoch}/{cfg.epochs}",
-                   unit="batch")
+        batches = distributed.shard(bucketed_batches(train.lengths, cfg.batch_size, rng), rank, world)
+        t0 = time.perf_counter()
+        todo = batches[loop.step_in_epoch:]
+        bar = tqdm(iterate(train, todo, pad_id), total=len(todo), desc=f"train epoch {epoch}/{cfg.epochs}",
+                   unit="batch", disable=rank != 0)
         for idx, ids, mask in bar:
             labels = torch.from_numpy(train.labels[idx]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+                logits = forward(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             loss = torch.nn.functional.cross_entropy(logits.float(), labels, weight=weight,
                                                      label_smoothing=cfg.label_smoothing)
             loss.backward()
@@ -133,56 +151,89 @@ def fit(model, train: TokenizedSplit, val: TokenizedSplit, pad_id: int, cfg: Tra
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.item() * len(idx)
-            samples += len(idx)
-            tokens += int(mask.sum())
+            loop.loss_sum += loss.item() * len(idx)
+            loop.samples += len(idx) * world
+            loop.tokens += int(mask.sum()) * world
+            loop.step_in_epoch += 1
+            loop.global_step += 1
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        train_time += time.perf_counter() - t0
-        record = {"epoch": epoch, "train_loss": loss_sum / len(train),
+            if cfg.checkpoint_every_steps and loop.global_step % cfg.checkpoint_every_steps == 0:
+                loop.train_seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                save_checkpoint()
+            if on_step_end:
+                on_step_end(loop.global_step)
+        loop.train_seconds += time.perf_counter() - t0
+        # Every process scores the whole (small) validation split, so all reach the same early-stopping decision.
+        rows = sum(len(b) for b in batches)
+        record = {"epoch": epoch, "train_loss": loop.loss_sum / max(1, rows),
                   **evaluate_split(model, val, pad_id, 2 * cfg.batch_size, device)}
-        history.append({**record, "trainable": trainable(optimizer)})
-        if on_epoch_end:
-            on_epoch_end(record)
-        if record["val_macro_f1"] > best_f1:
-            best_f1, best_epoch, since_best = record["val_macro_f1"], epoch, 0
+        loop.history.append({**record, "trainable": trainable(optimizer)})
+        if record["val_macro_f1"] > loop.best_f1:
+            loop.best_f1, loop.best_epoch, loop.since_best = record["val_macro_f1"], epoch, 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
-            since_best += 1
-            if since_best >= cfg.early_stopping_patience:
-                break
+            loop.since_best += 1
+            loop.stopped = loop.since_best >= cfg.early_stopping_patience
+        loop.epoch, loop.step_in_epoch, loop.loss_sum, loop.rng_epoch_start = epoch + 1, 0, 0.0, None
+        save_checkpoint()
+    distributed.shutdown()
+    epochs_run = len(loop.history)
     result = TrainResult(
-        model_dir="", best_epoch=best_epoch, best_val_macro_f1=best_f1, epochs_run=epoch,
-        stopped_early=epoch < cfg.epochs, train_seconds=train_time, samples_per_s=samples / max(train_time, 1e-9),
-        tokens_per_s=tokens / max(train_time, 1e-9), device=str(device), history=history,
+        model_dir="", best_epoch=loop.best_epoch, best_val_macro_f1=loop.best_f1, epochs_run=epochs_run,
+        stopped_early=epochs_run < cfg.epochs, train_seconds=loop.train_seconds,
+        samples_per_s=loop.samples / max(loop.train_seconds, 1e-9),
+        tokens_per_s=loop.tokens / max(loop.train_seconds, 1e-9), device=str(device), world_size=world,
+        resumed_from_step=resumed_from, history=loop.history,
+        trainable_params=sum(p.numel() for g in optimizer.param_groups for p in g["params"]),
     )
     return best_state, result
 
 
-def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metrics_dir: str | Path) -> TrainResult:
+def build_model(cfg: TrainConfig, labels: list[str]):
+    model, tokenizer = load_model(cfg.model, labels, cfg.dropout)
+    if cfg.strategy == "lora":
+        model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+    return model, tokenizer
+
+
+def checkpoint_file(cfg: TrainConfig, processed: Path, checkpoint_dir: Optional[str | Path]) -> Optional[Path]:
+    if checkpoint_dir is None:
+        return None
+    run_id = checkpoint.fingerprint(cfg.model_dump(), [processed / n for n in ("train.parquet", "val.parquet",
+                                                                              "labels.json")])
+    return Path(checkpoint_dir) / run_id / checkpoint.CHECKPOINT_FILE
+
+
+def log_metrics(metrics_dir: str | Path, result: TrainResult) -> None:
+    """dvclive: metrics.json (summary) and plots/metrics/*.tsv (one row per epoch, resumed epochs included)."""
     from dvclive import Live  # reporting only: the GPU benchmark box calls fit() and has no dvclive
 
+    with Live(dir=str(metrics_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        for record in result.history:
+            for key, value in record.items():
+                if key not in ("epoch", "trainable"):
+                    live.log_metric(key, value)
+            live.next_step()
+        for key, value in asdict(result).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                live.log_metric(key, value, plot=False)
+
+
+def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metrics_dir: str | Path,
+        checkpoint_dir: Optional[str | Path] = None, on_step_end: Optional[StepCallback] = None) -> TrainResult:
     processed = Path(processed_dir)
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
     train, val = TokenizedSplit.read(processed / "train.parquet"), TokenizedSplit.read(processed / "val.parquet")
     seed_everything(cfg.seed)  # the new head's initialisation depends on it
-    model, tokenizer = load_model(cfg.model, labels, cfg.dropout)
-    # dvclive writes metrics.json (summary) and plots/metrics/*.tsv (one row per epoch) for `dvc plots show`.
-    with Live(dir=str(metrics_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        def log_epoch(record: dict) -> None:
-            for key, value in record.items():
-                if key != "epoch":
-                    live.log_metric(key, value)
-            live.next_step()
-
-        best_state, result = fit(model, train, val, tokenizer.pad_token_id or 0, cfg, log_epoch)
-        for key, value in asdict(result).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                live.log_metric(key, value, plot=False)
+    model, tokenizer = build_model(cfg, labels)
+    ck = checkpoint_file(cfg, processed, checkpoint_dir)
+    best_state, result = fit(model, train, val, tokenizer.pad_token_id or 0, cfg, ck, on_step_end)
+    result.model_dir = str(model_dir)
+    if not distributed.is_main():
+        return result
+    log_metrics(metrics_dir, result)
     model.load_state_dict(best_state)
-    model.to("cpu")
-    out = Path(model_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    result.model_dir = str(out)
+    save_classifier(model.to("cpu"), tokenizer, model_dir, cfg.model, merge_lora=cfg.lora.save == "merged")
+    checkpoint.discard(ck)  # the model is saved: the run is complete and needs no resuming
     return result

@@ -1,0 +1,81 @@
+"""Loading and saving classifiers: a new head for the label set, optional LoRA adapters (PEFT), merged or not.
+
+A saved model directory is either a plain Hugging Face model (full/head/gradual, or LoRA merged into the weights)
+or an adapter directory (LoRA saved as adapter: adapter_config.json + adapter weights + the classifier config and
+tokenizer). `load_classifier` reads both, so evaluate, predict and the gate never need to know which.
+Imports only torch/transformers (peft where LoRA is used), so the trainer runs on a bare GPU box.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from tasks.assets import resolve_model
+
+ADAPTER_CONFIG = "adapter_config.json"
+LORA_META = "tuneline_lora.json"  # where the adapter's base model lives, for loading without the hub
+
+
+def load_model(model_name: str, labels: list[str], dropout: Optional[float] = None):
+    """The pre-trained encoder with a fresh classification head sized for `labels` (id2label/label2id saved)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    path = resolve_model(model_name)
+    tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+    config = AutoConfig.from_pretrained(path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                        label2id={l: i for i, l in enumerate(labels)})
+    if dropout is not None:  # every *dropout* probability the architecture has (names differ between families)
+        for key, value in config.to_dict().items():
+            if "dropout" in key and isinstance(value, (float, type(None))) and not key.startswith("layerdrop"):
+                setattr(config, key, dropout)
+    # float32 explicitly: transformers 5 keeps the stored dtype, and training a half-precision checkpoint collapses.
+    model = AutoModelForSequenceClassification.from_pretrained(path, config=config, dtype=torch.float32,
+                                                               ignore_mismatched_sizes=True)
+    return model, tokenizer
+
+
+def add_lora(model, r: int, alpha: int, dropout: float, target_modules: Optional[list[str]] = None):
+    """Wrap in LoRA adapters: only the adapters and the new head (PEFT's modules_to_save) stay trainable."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=target_modules)
+    return get_peft_model(model, config)
+
+
+def is_peft(model) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def save_classifier(model, tokenizer, out: str | Path, base_model: str, merge_lora: bool = True) -> None:
+    """HF format. A LoRA model is merged into plain weights, or saved as an adapter beside the classifier config."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if is_peft(model) and merge_lora:
+        model = model.merge_and_unload()
+    if is_peft(model):
+        model.save_pretrained(out)  # adapter_config.json + adapter_model.safetensors (adapters and the head)
+        model.base_model.model.config.save_pretrained(out)  # the label set, for loading
+        (out / LORA_META).write_text(json.dumps({"base_model": resolve_model(base_model)}) + "\n", encoding="utf-8")
+    else:
+        model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def load_classifier(model_dir: str | Path):
+    """A saved classifier for inference (float32, eval mode): plain HF weights, or base model + LoRA adapter merged."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    model_dir = Path(model_dir)
+    if not (model_dir / ADAPTER_CONFIG).exists():
+        return AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    from peft import PeftModel
+
+    base = json.loads((model_dir / LORA_META).read_text(encoding="utf-8"))["base_model"]
+    config = AutoConfig.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(base, config=config, dtype=torch.float32,
+                                                               ignore_mismatched_sizes=True)
+    return PeftModel.from_pretrained(model, model_dir).merge_and_unload().eval()
