@@ -81,16 +81,28 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-@torch.inference_mode()
 def predict_proba(model, split: TokenizedSplit, pad_id: int, batch_size: int, device: torch.device,
                   desc: str = "predict") -> np.ndarray:
     """Class probabilities for every row, in the split's row order."""
+    return predict_outputs(model, split, pad_id, batch_size, device, desc)[0]
+
+
+@torch.inference_mode()
+def predict_outputs(model, split: TokenizedSplit, pad_id: int, batch_size: int, device: torch.device,
+                    desc: str = "predict", embeddings: bool = False) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Class probabilities and, if asked, the model's own text embeddings (mean of the last hidden layer over real
+    tokens), in one pass, in the split's row order."""
     from tqdm.auto import tqdm
 
     model.eval()
-    out = np.zeros((len(split), model.config.num_labels), dtype=np.float32)
+    probs = np.zeros((len(split), model.config.num_labels), dtype=np.float32)
+    emb = np.zeros((len(split), model.config.hidden_size), dtype=np.float32) if embeddings else None
     batches = bucketed_batches(split.lengths, batch_size)
     for idx, ids, mask in tqdm(iterate(split, batches, pad_id), total=len(batches), desc=desc, unit="batch"):
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return out
+        mask = mask.to(device)
+        out = model(input_ids=ids.to(device), attention_mask=mask, output_hidden_states=embeddings)
+        probs[idx] = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
+        if embeddings:
+            hidden, weights = out.hidden_states[-1].float(), mask.unsqueeze(-1).float()
+            emb[idx] = ((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).cpu().numpy()
+    return probs, emb

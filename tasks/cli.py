@@ -11,7 +11,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from tasks.batches import BatchRejected
 from tasks.config import ConfigError, load_params
+from tasks.monitor import ProjectBusy
 from tasks.pipeline import USER_ERROR_EXIT
 from tasks.registry import Registry, RegistryError
 from tasks.tables import DataFileError
@@ -34,7 +36,8 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DataFileError, ValidationFailed, RegistryError, FileNotFoundError) as exc:
+        except (ConfigError, DataFileError, ValidationFailed, RegistryError, FileNotFoundError, BatchRejected,
+                ProjectBusy) as exc:
             err.print(f"[bold red]tuneline: error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(USER_ERROR_EXIT)
     return wrapper
@@ -42,10 +45,12 @@ def user_errors(fn):
 
 @stage.command("prepare")
 @user_errors
-def prepare_cmd(output: Path = typer.Option(..., help="canonical text,label parquet"), params: Path = PARAMS):
+def prepare_cmd(output: Path = typer.Option(..., help="canonical text,label parquet"),
+                batches_dir: Path = typer.Option(Path("data/batches"), help="ingested batches (data.batches)"),
+                params: Path = PARAMS):
     from tasks import prepare
 
-    r = prepare.run(load_params(params).data, output)
+    r = prepare.run(load_params(params).data, output, batches_dir)
     out.print(f"prepare: {r.rows_in} rows from {r.source} -> {r.rows_out} rows in {r.output}")
 
 
@@ -71,7 +76,7 @@ def preprocess_cmd(input: Path = typer.Option(...), output_dir: Path = typer.Opt
     from tasks import preprocess
 
     cfg = load_params(params)
-    r = preprocess.run(cfg.preprocess, cfg.train.model, input, output_dir, report)
+    r = preprocess.run(cfg.preprocess, cfg.train.model, input, output_dir, report, cfg.retrain.replay_share)
     out.print(f"preprocess: splits {r.sizes}, labels {r.labels}, leakage removed {r.leakage_removed}, "
               f"augmented rows {r.augmented_rows}")
 
@@ -111,16 +116,30 @@ def evaluate_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Op
               f"TF-IDF baseline {m['baseline_tfidf_logreg']['macro_f1']:.4f} on {m['n_test']} test rows")
 
 
+@stage.command("reference")
+@user_errors
+def reference_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Option(...),
+                  output: Path = typer.Option(..., help="reference profile (parquet) for drift monitoring"),
+                  params: Path = PARAMS):
+    from tasks import profile
+
+    cfg = load_params(params)
+    p = profile.run_reference(input_dir, model_dir, output, cfg.monitor.reference_rows, cfg.preprocess.seed,
+                              max_length=cfg.preprocess.max_length)
+    out.print(f"reference: {len(p)} training rows profiled (predictions, descriptors, embeddings) -> {output}")
+
+
 @app.command("promote")
 @user_errors
 def promote_cmd(input_dir: Path = typer.Option(Path("data/processed")),
                 candidate: Path = typer.Option(Path("models/candidate")),
                 metrics: Path = typer.Option(Path("reports/metrics.json")),
+                reference: Path = typer.Option(Path("data/reference/profile.parquet"), help="stored with the version"),
                 registry: Path = REGISTRY, production: Path = PRODUCTION, params: Path = PARAMS):
     """Gate the evaluated candidate against production on the same test rows; promote or reject (recorded)."""
     from tasks import promote
 
-    r = promote.run(load_params(params), input_dir, candidate, metrics, Registry(registry, production))
+    r = promote.run(load_params(params), input_dir, candidate, metrics, Registry(registry, production), ".", reference)
     verdict = "unchanged" if r.unchanged else ("PROMOTED" if r.promoted else "REJECTED")
     out.print(f"candidate v{r.version}: {verdict}; production is v{r.production_version}")
     for reason in r.reasons:
@@ -201,14 +220,90 @@ def run_cmd(project_dir: Path = typer.Option(Path("."), help="project root (hold
     out.print(serving.outputs_summary(project_dir, result))
 
 
+@app.command("ingest")
+@user_errors
+def ingest_cmd(path: Path = typer.Argument(..., help="a batch of new data: CSV / Parquet / JSONL, labelled or not"),
+               project_dir: Path = typer.Option(Path("."))):
+    """Validate a batch against the training schema and label set, and store it (DVC-versioned) if accepted."""
+    from tasks import monitor
+    from tasks.batches import BatchStore
+    from tasks.paths import ProjectPaths
+    from tasks.pipeline import dvc_add
+
+    paths = ProjectPaths(project_dir.resolve())
+    params = load_params(paths.params)
+    with monitor.project_lock(paths.root, params.monitor.lock_timeout_s):
+        registry = Registry(paths.registry, paths.production)
+        b = BatchStore(paths.batches).ingest(path, params.data, params.validate_,
+                                             monitor.training_labels(registry, params))
+        dvc_add(paths.batches.relative_to(paths.root), paths.root)
+    out.print(f"ingest: batch {b.id}: {b.rows_accepted} of {b.rows_in} rows accepted "
+              f"({b.rows_quarantined} quarantined; {'labelled' if b.labelled else 'unlabelled'}) -> "
+              f"{paths.batches / b.id}")
+
+
+@app.command("monitor")
+@user_errors
+def monitor_cmd(files: Optional[list[Path]] = typer.Argument(None, help="batch files; default: the drop folder"),
+                project_dir: Path = typer.Option(Path(".")),
+                drop_dir: Optional[Path] = typer.Option(None, help="default: data/incoming"),
+                retrain: bool = typer.Option(True, help="retrain in this process when the decision says so")):
+    """Run the monitoring flow once, in this process (for scripts and plain cron), then retraining if decided."""
+    from tasks import monitor, serving
+
+    serving.use_running_server()
+    from flows.monitoring import monitoring
+
+    summary = monitoring(project_dir=str(project_dir), drop_dir=str(drop_dir) if drop_dir else None,
+                         files=[str(f) for f in files] if files else None)
+    for line in monitor.summary_lines(summary):
+        out.print(line, highlight=False)
+    if retrain and summary["retrain"]:
+        from flows.retraining import retraining
+
+        result = retraining(project_dir=str(project_dir))
+        out.print(serving.outputs_summary(project_dir, result["training"]), highlight=False)
+
+
+@app.command("retrain")
+@user_errors
+def retrain_cmd(project_dir: Path = typer.Option(Path(".")),
+                force: bool = typer.Option(False, help="retrain even when no new labelled batch waits")):
+    """Run the retraining flow once, in this process: pool the waiting labelled batches, retrain, gate."""
+    from tasks import serving
+
+    serving.use_running_server()
+    from flows.retraining import retraining
+
+    result = retraining(project_dir=str(project_dir), force=force)
+    for reason in result["reasons"]:
+        out.print(f"- {reason}", highlight=False)
+    if result["retrained"]:
+        out.print(serving.outputs_summary(project_dir, result["training"]), highlight=False)
+
+
+@app.command("demo-batch")
+@user_errors
+def demo_batch_cmd(output: Path = typer.Argument(..., help="CSV to write, e.g. data/incoming/other-topics.csv"),
+                   rows: int = typer.Option(1500), topics: str = typer.Option("other", help="other | same"),
+                   labelled: bool = typer.Option(True), seed: int = typer.Option(7), params: Path = PARAMS):
+    """Cut a batch of new tweets from the embedded corpus: other topics (drift) or the training topic (none)."""
+    from tasks import demo
+
+    path = demo.write_batch(load_params(params).data, output, rows, topics, seed, labelled)  # type: ignore[arg-type]
+    out.print(f"demo-batch: {rows} {'labelled' if labelled else 'unlabelled'} tweets from {topics} topics -> {path}")
+
+
 @app.command("serve")
 def serve_cmd(project_dir: Path = typer.Option(Path("."), help="project root (holds dvc.yaml)"),
               port: int = typer.Option(4200, help="Prefect server port on 127.0.0.1"),
-              detach: bool = typer.Option(False, help="start in the background; stop with `tuneline stop`")):
+              detach: bool = typer.Option(False, help="start in the background; stop with `tuneline stop`"),
+              monitor_cron: str = typer.Option("0 * * * *", help="monitoring/scheduled (cron, server time zone)"),
+              retrain_cron: str = typer.Option("0 3 * * *", help="retraining/nightly (cron)")):
     """Start a Prefect server on 127.0.0.1 (unless one answers) and serve the deployments."""
     from tasks import serving
 
-    serving.serve(project_dir, port, detach, echo=out.print)
+    serving.serve(project_dir, port, detach, echo=out.print, crons=(monitor_cron, retrain_cron))
 
 
 @app.command("stop")

@@ -31,6 +31,8 @@ class DataConfig(_Strict):
     include_pattern: Optional[str] = Field(
         AIRLINE_PATTERN, description="keep only rows whose text matches this regex (case-insensitive); null = all"
     )
+    batches: list[str] = Field(
+        [], description="ingested batch ids in the training pool (the retraining flow appends; content-addressed)")
 
 
 class ValidateConfig(_Strict):
@@ -117,6 +119,24 @@ class PromoteConfig(_Strict):
     metric: Literal["macro_f1", "weighted_f1", "accuracy"] = "macro_f1"
     min_delta: float = Field(0.0, description="the candidate must beat production by at least this much")
     max_class_drop: float = Field(0.05, ge=0, description="no class's F1 may drop by more than this")
+    max_set_drop: float = Field(
+        0.02, ge=0, description="on each test set (old data; the newest batch's holdout) the metric may not drop more")
+
+
+class MonitorConfig(_Strict):
+    reference_rows: int = Field(1000, ge=50, description="training rows profiled for drift (reference stage)")
+    max_rows: int = Field(2000, ge=50, description="batch rows sampled for the drift check (text classifier, model)")
+    drift_share: float = Field(0.5, gt=0, le=1, description="retrain when this share of checked columns drifted")
+    max_f1_drop: float = Field(0.05, ge=0, description="retrain when live macro-F1 is this far below production's test")
+    min_new_labelled_rows: int = Field(5000, ge=1, description="retrain when this many labelled rows wait outside the pool")
+    lock_timeout_s: float = Field(0, ge=0, description="how long a second monitoring/retraining run waits for the lock")
+
+
+class RetrainConfig(_Strict):
+    init: Literal["base", "production"] = Field(
+        "base", description="retrain from the pre-trained base model, or warm-start from the production model")
+    replay_share: float = Field(
+        1.0, gt=0, le=1, description="warm start: share of the old training rows replayed beside the new ones")
 
 
 class Params(_Strict):
@@ -126,6 +146,8 @@ class Params(_Strict):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     promote: PromoteConfig = PromoteConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    retrain: RetrainConfig = RetrainConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -20,6 +20,7 @@ from sklearn.pipeline import make_pipeline
 from tasks.batching import TokenizedSplit
 from tasks.config import EvaluateConfig
 from tasks.predict import Predictor
+from tasks.prepare import ORIGIN
 from tasks.tables import write_text
 
 
@@ -63,6 +64,14 @@ def baseline_predictions(train_text: pd.Series, train_y: np.ndarray, test_text: 
     return pipe.predict(test_text)
 
 
+def scores_by_origin(test: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
+    """The old test rows ("source") and each pooled batch's holdout, scored apart: the gate checks each."""
+    if ORIGIN not in test.columns:
+        return {}
+    return {str(origin): {**scores(y_true[idx], y_pred[idx], labels), "rows": len(idx)}
+            for origin, idx in test.groupby(ORIGIN, sort=True).indices.items()}
+
+
 def slice_scores(test: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str],
                  cfg: EvaluateConfig) -> Optional[dict]:
     if not cfg.slice_column or cfg.slice_column not in test.columns:
@@ -94,6 +103,7 @@ def run(cfg: EvaluateConfig, processed_dir: str | Path, model_dir: str | Path, m
     metrics["macro_f1_gain_over_baseline"] = metrics["model"]["macro_f1"] - metrics["baseline_tfidf_logreg"]["macro_f1"]
     metrics["confusion_matrix"] = {"labels": labels, "rows_actual_cols_predicted":
                                    confusion_matrix(test.labels, model_pred, labels=range(len(labels))).tolist()}
+    metrics["by_origin"] = scores_by_origin(test_df, test.labels, model_pred, labels)
     slices = slice_scores(test_df, test.labels, model_pred, labels, cfg)
     if slices is not None:
         metrics["slices"] = {cfg.slice_column: slices}

@@ -1,4 +1,5 @@
-"""Promotion gate: promote only if the primary metric improves by min_delta and no class's F1 drops too far.
+"""Promotion gate: promote only if the primary metric improves by min_delta, no class's F1 drops too far, and on
+each named test set (the old test rows; the newest batch's holdout) the metric drops by no more than max_set_drop.
 
 Both score dicts must come from the same test rows (see tasks/promote.py).
 """
@@ -16,7 +17,8 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
 
 
-def decide(candidate: dict, production: Optional[dict], cfg: PromoteConfig) -> Decision:
+def decide(candidate: dict, production: Optional[dict], cfg: PromoteConfig,
+           sets: Optional[dict[str, tuple[dict, dict]]] = None) -> Decision:
     if production is None:
         return Decision(True, ["no production model yet: the first candidate is promoted"])
     metric = cfg.metric
@@ -40,4 +42,10 @@ def decide(candidate: dict, production: Optional[dict], cfg: PromoteConfig) -> D
                            f"(-{drop:.4f} > max_class_drop {cfg.max_class_drop})")
     if ok:
         reasons.append(f"no class F1 drops by more than {cfg.max_class_drop}")
+    for name, (cand, prod) in (sets or {}).items():
+        change = cand[metric] - prod[metric]
+        held = change >= -cfg.max_set_drop
+        ok &= held
+        reasons.append(f"{name}: {metric} {cand[metric]:.4f} vs production {prod[metric]:.4f} ({change:+.4f}"
+                       f"{' within' if held else ' beyond'} max_set_drop {cfg.max_set_drop})")
     return Decision(ok, reasons)

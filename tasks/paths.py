@@ -26,6 +26,22 @@ class ProjectPaths:
         return self.root / "reports/metrics.json"
 
     @property
+    def reference(self) -> Path:
+        return self.root / "data/reference/profile.parquet"
+
+    @property
+    def batches(self) -> Path:
+        return self.root / "data/batches"
+
+    @property
+    def incoming(self) -> Path:
+        return self.root / "data/incoming"
+
+    @property
+    def monitoring_reports(self) -> Path:
+        return self.root / "reports/monitoring"
+
+    @property
     def registry(self) -> Path:
         return self.root / "models/registry"
 

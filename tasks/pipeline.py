@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from tasks.config import load_params, parse_params
 
-STAGES = ("prepare", "validate", "preprocess", "train", "evaluate")
+STAGES = ("prepare", "validate", "preprocess", "train", "evaluate", "reference")
 USER_ERROR_EXIT = 2  # what the tuneline CLI exits with for bad params or bad data (not worth retrying)
 
 
@@ -88,7 +88,7 @@ def promote_candidate(project_dir: str | Path = "."):
 
     paths = ProjectPaths(Path(project_dir).resolve())
     result = promote.run(load_params(paths.params), paths.processed, paths.candidate, paths.metrics,
-                         Registry(paths.registry, paths.production), paths.root)
+                         Registry(paths.registry, paths.production), paths.root, paths.reference)
     dvc_add(paths.registry.relative_to(paths.root), paths.root)
     return result
 

@@ -12,9 +12,9 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from tasks.batching import TokenizedSplit, pick_device, predict_proba
+from tasks.batching import TokenizedSplit, pick_device, predict_outputs, predict_proba
 from tasks.preprocess import tokenize
-from tasks.tables import DataFileError, SUFFIX_FORMATS, read_table, write_parquet, write_text
+from tasks.tables import SUFFIX_FORMATS, DataFileError, csv_text, read_table, write_parquet, write_text
 
 PROB_PREFIX = "prob_"
 
@@ -52,9 +52,16 @@ class Predictor:
     def probabilities(self, texts: list[str], desc: str = "predict") -> np.ndarray:
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return self.split_probabilities(self.tokenized(texts, desc), desc)
+
+    def tokenized(self, texts: list[str], desc: str = "predict") -> TokenizedSplit:
         ids = [x.astype(np.int64) for x in tokenize(texts, self.tokenizer, self.max_length, 1000, desc)]
-        split = TokenizedSplit(ids, np.zeros(len(ids), dtype=np.int64), np.array([len(x) for x in ids]))
-        return self.split_probabilities(split, desc)
+        return TokenizedSplit(ids, np.zeros(len(ids), dtype=np.int64), np.array([len(x) for x in ids]))
+
+    def probabilities_and_embeddings(self, texts: list[str], desc: str = "profile") -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities and the model's mean-pooled text embeddings, in one pass (for drift monitoring)."""
+        return predict_outputs(self.model, self.tokenized(texts, desc), self.tokenizer.pad_token_id or 0,
+                               self.batch_size, self.device, desc, embeddings=True)
 
     def split_probabilities(self, split: TokenizedSplit, desc: str = "predict") -> np.ndarray:
         """For rows already tokenized with this model's tokenizer (preprocess output)."""
@@ -74,7 +81,7 @@ def write_output(df: pd.DataFrame, path: Path) -> None:
     elif fmt == "jsonl":
         write_text(df.to_json(orient="records", lines=True, force_ascii=False), path)
     elif fmt == "csv":
-        write_text(df.to_csv(index=False), path)
+        write_text(csv_text(df), path)
     else:
         raise DataFileError(f"{path}: unknown output format {path.suffix!r}; use .csv, .parquet or .jsonl")
 

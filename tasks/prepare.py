@@ -12,6 +12,8 @@ from tasks.tables import read_table, write_parquet
 
 TEXT, LABEL = "text", "label"
 ROW = "row"  # 1-based data row number in the source file, for messages and the quarantine file
+ORIGIN = "origin"  # "source" (the configured dataset) or the id of an ingested batch in the training pool
+SOURCE_ORIGIN = "source"
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,13 @@ def to_canonical(df: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def run(cfg: DataConfig, output: str | Path) -> PrepareResult:
+def run(cfg: DataConfig, output: str | Path, batches_dir: str | Path = "data/batches") -> PrepareResult:
+    """The source's rows, then the labelled rows of every batch in the training pool (`data.batches`)."""
     df = load_source(cfg)
-    out = to_canonical(df, cfg)
+    out = to_canonical(df, cfg).assign(**{ORIGIN: SOURCE_ORIGIN})
+    if cfg.batches:
+        from tasks.batches import BatchStore, pool_frames
+
+        out = pd.concat([out, *pool_frames(BatchStore(Path(batches_dir)), cfg.batches)], ignore_index=True)
     write_parquet(out, output)
     return PrepareResult(source=source_path(cfg), output=Path(output), rows_in=len(df), rows_out=len(out))

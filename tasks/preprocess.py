@@ -22,7 +22,7 @@ from tasks import quality
 from tasks.assets import resolve_model
 from tasks.augment import augment
 from tasks.config import PreprocessConfig
-from tasks.prepare import LABEL, TEXT
+from tasks.prepare import LABEL, ORIGIN, SOURCE_ORIGIN, TEXT
 from tasks.tables import write_parquet
 
 SPLITS = ("train", "val", "test")
@@ -47,13 +47,28 @@ def _cap(df: pd.DataFrame, n: Optional[int], seed: int) -> pd.DataFrame:
     return kept
 
 
+def _stratified(groups: pd.Series, test_size: float, seed: int) -> tuple[pd.Series, pd.Series]:
+    try:
+        return train_test_split(groups, test_size=test_size, random_state=seed, stratify=groups)
+    except ValueError:  # a small batch may have a class too rare to stratify on
+        return train_test_split(groups, test_size=test_size, random_state=seed)
+
+
 def split(df: pd.DataFrame, cfg: PreprocessConfig) -> dict[str, pd.DataFrame]:
+    """Split each origin (the source, each pooled batch) on its own, so adding a batch never moves an old row:
+    the old test set stays the old test set, and each batch keeps its own holdout."""
+    if ORIGIN not in df.columns or df[ORIGIN].nunique() <= 1:
+        return split_one(df, cfg)
+    parts = [split_one(part, cfg) for _, part in df.groupby(ORIGIN, sort=False)]
+    return {name: pd.concat([p[name] for p in parts]).sort_index() for name in SPLITS}
+
+
+def split_one(df: pd.DataFrame, cfg: PreprocessConfig) -> dict[str, pd.DataFrame]:
     """Stratified split of groups of normalized-equal texts, so near-duplicates never straddle two splits."""
     key = quality.normalize(df[TEXT].astype(str))
     groups = df.groupby(key, sort=True)[LABEL].first()  # one label per group (its first row's) to stratify on
-    rest, test = train_test_split(groups, test_size=cfg.test_size, random_state=cfg.seed, stratify=groups)
-    train, val = train_test_split(rest, test_size=cfg.val_size / (1 - cfg.test_size), random_state=cfg.seed,
-                                  stratify=rest)
+    rest, test = _stratified(groups, cfg.test_size, cfg.seed)
+    train, val = _stratified(rest, cfg.val_size / (1 - cfg.test_size), cfg.seed)
     caps = {"train": cfg.max_train_samples, "val": cfg.max_val_samples, "test": cfg.max_test_samples}
     parts = {}
     for name, keys in (("train", train), ("val", val), ("test", test)):
@@ -95,14 +110,24 @@ def token_profile(lengths: np.ndarray, max_length: int) -> dict:
             "max": int(lengths.max()), "truncated_share": float(np.mean(lengths >= max_length))}
 
 
+def replay(train: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
+    """Once batches are pooled, keep only `share` of the old (source) training rows beside the new ones."""
+    if share >= 1 or ORIGIN not in train.columns or train[ORIGIN].nunique() <= 1:
+        return train
+    old = train[train[ORIGIN] == SOURCE_ORIGIN]
+    kept = _cap(old, max(1, round(share * len(old))), seed)
+    return pd.concat([kept, train[train[ORIGIN] != SOURCE_ORIGIN]]).sort_index()
+
+
 def run(cfg: PreprocessConfig, model_name: str, validated: str | Path, output_dir: str | Path,
-        report_path: Optional[str | Path] = None) -> PreprocessResult:
+        report_path: Optional[str | Path] = None, replay_share: float = 1.0) -> PreprocessResult:
     from transformers import AutoTokenizer  # heavy import, only where tokenization happens
 
     df = pd.read_parquet(validated)  # extra columns travel along (e.g. for slice metrics in evaluate)
     labels = sorted(df[LABEL].unique().tolist())
     label_ids = {name: i for i, name in enumerate(labels)}
     parts, leaked = remove_leakage(split(df, cfg))
+    parts["train"] = replay(parts["train"], replay_share, cfg.seed)
     a = cfg.augment
     parts["train"] = augment(parts["train"], TEXT, a.copies, list(a.methods), a.p, cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(model_name), use_fast=True)

@@ -17,10 +17,12 @@ from tasks import gate, lineage
 from tasks.assets import resolve_model
 from tasks.card import model_card
 from tasks.config import Params
-from tasks.evaluate import scores
-from tasks.prepare import source_label
+from tasks.evaluate import scores, scores_by_origin
+from tasks.prepare import SOURCE_ORIGIN, source_label
 from tasks.predict import Predictor
 from tasks.registry import Registry, now
+
+REFERENCE_FILE = "reference_profile.parquet"  # monitoring compares new batches with the production model's profile
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "weighted_f1", "per_class", "expected_calibration_error")
 
@@ -37,14 +39,22 @@ class PromotionResult:
     unchanged: bool = False  # the candidate is already production: nothing was gated or recorded
 
 
-def score_model_on(model_dir: Path, texts: list[str], y_true: np.ndarray, labels: list[str], max_length: int,
-                   batch_size: int) -> dict:
-    """Scores of a saved model on given rows, tokenized with its own tokenizer; labels matched by name."""
+def predictions_of(model_dir: Path, texts: list[str], labels: list[str], max_length: int,
+                   batch_size: int) -> np.ndarray:
+    """A saved model's predictions as indices into `labels`, tokenized with its own tokenizer; labels matched by name."""
     predictor = Predictor(model_dir, max_length, batch_size)
     probs = predictor.probabilities(texts, desc="score production")
     index = {name: i for i, name in enumerate(labels)}
-    y_pred = np.array([index.get(predictor.labels[k], -1) for k in probs.argmax(axis=1)])
-    return scores(y_true, y_pred, labels)
+    return np.array([index.get(predictor.labels[k], -1) for k in probs.argmax(axis=1)])
+
+
+def test_sets(candidate: dict, production: dict, pool: list[str]) -> dict[str, tuple[dict, dict]]:
+    """Once batches are pooled: the old test rows and the newest batch's holdout, each gated on its own."""
+    if not pool:
+        return {}
+    named = {SOURCE_ORIGIN: "old test rows", pool[-1]: f"holdout of batch {pool[-1]}"}
+    return {label: (candidate[origin], production[origin]) for origin, label in named.items()
+            if origin in candidate and origin in production}
 
 
 def weights_fingerprint(model_dir: Path) -> str:
@@ -61,7 +71,7 @@ def summary(metrics: Optional[dict]) -> Optional[dict]:
 
 
 def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, metrics_path: str | Path,
-        registry: Registry, project_dir: str | Path = ".") -> PromotionResult:
+        registry: Registry, project_dir: str | Path = ".", reference_profile: Optional[Path] = None) -> PromotionResult:
     processed = Path(processed_dir)
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
     evaluation = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
@@ -73,12 +83,16 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
         # A rerun with nothing changed must not mint a new version of the same model.
         return PromotionResult(parent, False, [f"the candidate is production v{parent} already: nothing to promote"],
                                parent, summary(candidate), None, params.promote.metric, unchanged=True)
-    production = None
+    production, sets = None, {}
     if parent is not None:
-        test = pd.read_parquet(processed / "test.parquet", columns=["text", "label_id"])
-        production = score_model_on(registry.production, test["text"].tolist(), test["label_id"].to_numpy(), labels,
-                                    params.preprocess.max_length, params.evaluate.batch_size)
-    decision = gate.decide(candidate, production, params.promote)
+        test = pd.read_parquet(processed / "test.parquet")
+        y_pred = predictions_of(registry.production, test["text"].tolist(), labels, params.preprocess.max_length,
+                                params.evaluate.batch_size)
+        y_true = test["label_id"].to_numpy()
+        production = scores(y_true, y_pred, labels)
+        sets = test_sets(evaluation.get("by_origin", {}), scores_by_origin(test, y_true, y_pred, labels),
+                         params.data.batches)
+    decision = gate.decide(candidate, production, params.promote, sets)
     record = {
         "version": registry.next_version(), "created": now(), "parent": parent, "weights_sha256": fingerprint,
         "base_model": params.train.model if params.train.model != "default" else
@@ -91,7 +105,8 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
                      "min_delta": params.promote.min_delta, "max_class_drop": params.promote.max_class_drop},
     }
     if decision.promote:
-        registry.promote(Path(candidate_dir), record, model_card(record, evaluation.get("baseline_tfidf_logreg")))
+        extra = {REFERENCE_FILE: reference_profile} if reference_profile and reference_profile.exists() else None
+        registry.promote(Path(candidate_dir), record, model_card(record, evaluation.get("baseline_tfidf_logreg")), extra)
     else:
         registry.reject(record)
     return PromotionResult(record["version"], decision.promote, decision.reasons, registry.production_version(),

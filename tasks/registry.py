@@ -75,7 +75,7 @@ class Registry:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def stage_version(self, candidate_dir: Path, record: dict, card: str) -> Path:
+    def stage_version(self, candidate_dir: Path, record: dict, card: str, extra: Optional[dict[str, Path]] = None) -> Path:
         """Copy the candidate into an immutable version directory (written aside, then renamed into place)."""
         final = self.version_dir(record["version"])
         if final.exists():
@@ -84,6 +84,8 @@ class Registry:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(candidate_dir, tmp)
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        for name, source in (extra or {}).items():  # e.g. the reference profile that monitoring compares against
+            shutil.copy2(source, tmp / name)
         (tmp / "record.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(tmp, final)
         return final
@@ -99,8 +101,8 @@ class Registry:
         link.symlink_to(os.path.relpath(target, self.production.parent))
         os.replace(link, self.production)
 
-    def promote(self, candidate_dir: Path, record: dict, card: str) -> None:
-        self.stage_version(candidate_dir, record, card)
+    def promote(self, candidate_dir: Path, record: dict, card: str, extra: Optional[dict[str, Path]] = None) -> None:
+        self.stage_version(candidate_dir, record, card, extra)
         self.switch_production(record["version"])
         self.append_event({"event": "promoted", "time": now(), "version": record["version"], "record": record})
 

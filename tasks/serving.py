@@ -59,8 +59,9 @@ def start_server(port: int, log_path: Path, env: dict[str, str]) -> subprocess.P
                             start_new_session=True)
 
 
-def start_serving(project_dir: Path, log_path: Path | None, env: dict[str, str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "flows.deployments", str(project_dir.resolve())]
+def start_serving(project_dir: Path, log_path: Path | None, env: dict[str, str],
+                  crons: tuple[str, ...] = ()) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "flows.deployments", str(project_dir.resolve()), *crons]
     output = log_path.open("ab") if log_path else None
     return subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT if output else None, env=env,
                             cwd=project_dir, start_new_session=True)
@@ -90,7 +91,8 @@ def terminate(proc_or_pid: subprocess.Popen | int, timeout: float = 20.0) -> Non
         pass
 
 
-def serve(project_dir: Path, port: int, detach: bool, echo: Callable[[str], None] = print) -> None:
+def serve(project_dir: Path, port: int, detach: bool, echo: Callable[[str], None] = print,
+          crons: tuple[str, ...] = ()) -> None:
     state = project_dir / STATE_DIR
     url = api_url(port)
     env = server_env(url)
@@ -103,10 +105,11 @@ def serve(project_dir: Path, port: int, detach: bool, echo: Callable[[str], None
         server = start_server(port, state / "server.log", env)
         wait_healthy(url, proc=server)
         pids["server"] = server.pid
-    serving = start_serving(project_dir, state / "serve.log" if detach else None, env)
+    serving = start_serving(project_dir, state / "serve.log" if detach else None, env, crons)
     pids["serve"] = serving.pid
     echo(f"UI: http://127.0.0.1:{port}   API: {url}")
     echo(f"Run a deployment:  PREFECT_API_URL={url} prefect deployment run 'training/default'")
+    echo("Also: 'monitoring/scheduled' (cron, drop folder data/incoming), 'retraining/nightly' (cron + drift events)")
     if detach:
         state.mkdir(parents=True, exist_ok=True)
         (state / "pids.json").write_text(json.dumps(pids), encoding="utf-8")

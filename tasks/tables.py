@@ -125,6 +125,12 @@ def read_table(path: str | Path, fmt: str = "auto", encoding: Optional[str] = No
     return df
 
 
+def csv_text(df: pd.DataFrame) -> str:
+    """CSV with every field quoted: pandas leaves a bare carriage return (common in tweets) unquoted by default and
+    then cannot parse its own file."""
+    return df.to_csv(index=False, quoting=csv.QUOTE_ALL)
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temp path beside `path`, renamed over it only if the block succeeds: readers never see half a file."""

@@ -139,7 +139,7 @@ def fit(model, train: TokenizedSplit, val: TokenizedSplit, pad_id: int, cfg: Tra
         t0 = time.perf_counter()
         todo = batches[loop.step_in_epoch:]
         bar = tqdm(iterate(train, todo, pad_id), total=len(todo), desc=f"train epoch {epoch}/{cfg.epochs}",
-                   unit="batch", disable=rank != 0)
+                   unit="batch", **({"disable": True} if rank else {}))  # an explicit False would override TQDM_DISABLE
         for idx, ids, mask in bar:
             labels = torch.from_numpy(train.labels[idx]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):

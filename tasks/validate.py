@@ -16,7 +16,7 @@ import pandas as pd
 from tasks import quality
 from tasks.config import DataConfig, ValidateConfig
 from tasks.prepare import LABEL, ROW, TEXT
-from tasks.tables import write_parquet, write_text
+from tasks.tables import csv_text, write_parquet, write_text
 
 QUARANTINE_COLUMNS = [ROW, "rule", "detail", TEXT, LABEL]
 
@@ -66,8 +66,11 @@ def _first_occurrence_rows(keys: pd.Series, rows: pd.Series) -> pd.Series:
 
 
 def check(df: pd.DataFrame, data_cfg: DataConfig, cfg: ValidateConfig, source: str,
-          known_labels: Optional[Iterable[str]] = None, labelled: bool = True) -> Outcome:
-    """Pure check of one dataset or batch. known_labels: the allowed label set (a batch: the training labels)."""
+          known_labels: Optional[Iterable[str]] = None, labelled: bool = True, require_classes: bool = True) -> Outcome:
+    """Pure check of one dataset or batch. known_labels: the allowed label set (a batch: the training labels).
+
+    require_classes: a training set needs two classes or more; a batch of new data may hold one.
+    """
     _require_columns(df, data_cfg, source, labelled)
     if len(df) == 0:
         raise ValidationFailed(f"{source}: the file has no data rows (rule: empty file)")
@@ -135,8 +138,10 @@ def check(df: pd.DataFrame, data_cfg: DataConfig, cfg: ValidateConfig, source: s
                                f"validate.min_rows requires {cfg.min_rows}")
     report.length = quality.length_profile(accepted[TEXT])
     report.latin_letter_share = quality.latin_letter_share(accepted[TEXT])
-    if labelled:
+    if labelled and require_classes:
         _check_classes(accepted[LABEL], data_cfg, cfg, source, report)
+    elif labelled:
+        report.class_counts = {str(k): int(v) for k, v in accepted[LABEL].value_counts().sort_index().items()}
     return Outcome(accepted.reset_index(drop=True), quarantine.reset_index(drop=True), report)
 
 
@@ -161,6 +166,6 @@ def run(data_cfg: DataConfig, cfg: ValidateConfig, raw: str | Path, output: str 
         report_path: str | Path, source: str) -> ValidationReport:
     outcome = check(pd.read_parquet(raw), data_cfg, cfg, source)  # raises before any output is written
     write_parquet(outcome.accepted, output)
-    write_text(outcome.quarantine.to_csv(index=False), quarantine)
+    write_text(csv_text(outcome.quarantine), quarantine)
     write_text(outcome.report.to_json(), report_path)
     return outcome.report

@@ -1,0 +1,90 @@
+"""Macro-F1 and wall time of each train.strategy on the same processed data, beside HF Trainer with the same
+epochs, learning rate, batch size, warmup and weight decay.
+
+usage: dvc repro preprocess && python benchmarks/strategy_quality.py [--strategies full,head,gradual,lora] [--hf]
+Reads params.yaml's train section (the default budget) and data/processed; each run trains from the same pre-trained
+model and is scored on the test split with tuneline's Predictor (the HF Trainer model too).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from sklearn.metrics import f1_score
+
+from tasks import train
+from tasks.config import load_params
+from tasks.modeling import load_model
+from tasks.predict import Predictor
+
+
+def test_macro_f1(model_dir: Path, processed: Path, batch_size: int) -> float:
+    from tasks.batching import TokenizedSplit
+
+    test = TokenizedSplit.read(processed / "test.parquet")
+    probs = Predictor(model_dir, batch_size=batch_size).split_probabilities(test, desc="test")
+    return float(f1_score(test.labels, probs.argmax(-1), average="macro"))
+
+
+def hf_trainer(cfg, processed: Path, out: Path) -> None:
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    labels = json.loads((processed / "labels.json").read_text())
+    df = pd.read_parquet(processed / "train.parquet", columns=["input_ids", "label_id"])
+    ds = Dataset.from_dict({"input_ids": [list(map(int, x)) for x in df["input_ids"]],
+                            "attention_mask": [[1] * len(x) for x in df["input_ids"]],
+                            "labels": df["label_id"].tolist()})
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_model(cfg.model, labels)
+    cuda = torch.cuda.is_available()
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=cfg.batch_size,
+                             num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+                             weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, seed=cfg.seed,
+                             bf16=cuda and torch.cuda.is_bf16_supported(), report_to=[], save_strategy="no",
+                             logging_strategy="no", disable_tqdm=True, use_cpu=not cuda)
+    Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tokenizer)).train()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--strategies", default="full,head,gradual,lora")
+    ap.add_argument("--hf", action="store_true", help="also run HF Trainer with the same budget")
+    ap.add_argument("--processed", type=Path, default=Path("data/processed"))
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    params = load_params("params.yaml")
+    work = Path(tempfile.mkdtemp())
+    rows = []
+    runs = [(s, None) for s in args.strategies.split(",") if s] + ([("hf-trainer", "hf")] if args.hf else [])
+    n_train = len(pd.read_parquet(args.processed / "train.parquet", columns=["label_id"]))
+    print(f"{n_train} training rows, {params.train.epochs} epochs, lr {params.train.learning_rate}, "
+          f"batch {params.train.batch_size}, {torch.get_num_threads()} threads")
+    for name, kind in runs:
+        out = work / name
+        start = time.perf_counter()
+        if kind == "hf":
+            hf_trainer(params.train, args.processed, out)
+            epochs = params.train.epochs
+        else:
+            cfg = params.train.model_copy(update={"strategy": name})
+            epochs = train.run(cfg, args.processed, out, work / f"{name}-metrics").epochs_run
+        wall = time.perf_counter() - start
+        f1 = test_macro_f1(out, args.processed, params.evaluate.batch_size)
+        rows.append({"run": name, "test_macro_f1": f1, "train_wall_s": wall, "epochs": epochs})
+        print(f"{name:12s} test macro-F1 {f1:.4f}   train wall {wall:7.1f} s   epochs {epochs}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

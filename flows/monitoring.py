@@ -1,0 +1,46 @@
+"""Prefect flow `monitoring`: new batches from a drop folder (or given files) -> validate and store -> drift check
+against production -> decision, as a markdown artifact; a retraining decision is announced as a Prefect event,
+which the `retraining/nightly` deployment's trigger answers."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
+
+from tasks import monitor
+from tasks.config import load_params
+from tasks.paths import ProjectPaths
+
+DRIFT_EVENT = "tuneline.drift.detected"
+
+
+def project_resource(root: str | Path) -> str:
+    """The event's resource id: one per project directory, so a trigger answers its own project only."""
+    import hashlib
+
+    return f"tuneline.project.{hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]}"
+
+
+process_file = task(monitor.process_file, name="process-batch", task_run_name="{file.name}")
+
+
+@flow(name="monitoring", log_prints=True)
+def monitoring(project_dir: str = ".", drop_dir: Optional[str] = None, files: Optional[list[str]] = None) -> dict:
+    """Process `files`, or every file in `drop_dir` (default data/incoming); processed drop files move to done/ or
+    rejected/ beside them."""
+    paths = ProjectPaths(Path(project_dir).resolve())
+    params = load_params(paths.params)
+    with monitor.project_lock(paths.root, params.monitor.lock_timeout_s):
+        todo, from_drop = monitor.files_to_process(paths, drop_dir, files)
+        outcomes = [process_file(params, paths, f, from_drop) for f in todo]
+    create_markdown_artifact(key="monitoring-decision", markdown=monitor.outcome_markdown(outcomes),
+                             description="Batches taken, drift per column, and the retraining decision")
+    summary = monitor.run_summary(outcomes)
+    if summary["retrain"]:
+        emit_event(DRIFT_EVENT, resource={"prefect.resource.id": project_resource(paths.root)},
+                   payload={"batches": summary["retrain"], "project_dir": str(paths.root)})
+    get_run_logger().info("batches: %s", summary)
+    return summary

@@ -1,0 +1,27 @@
+"""Prefect flow `retraining`: the training pool takes the labelled batches waiting outside it, the DVC stages run
+(the `training` flow, as a subflow), and the candidate is gated against production; nothing to add, nothing done."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+
+from flows.training import training
+from tasks import monitor, retrain
+from tasks.config import load_params
+from tasks.paths import ProjectPaths
+
+make_plan = task(retrain.plan_for_project, name="retrain-plan")
+
+
+@flow(name="retraining", log_prints=True)
+def retraining(project_dir: str = ".", force: bool = False) -> dict:
+    """force: retrain even when no new labelled batch waits (e.g. after changing params)."""
+    paths = ProjectPaths(Path(project_dir).resolve())
+    with monitor.project_lock(paths.root, load_params(paths.params).monitor.lock_timeout_s):
+        plan = make_plan(paths, force)
+        result = training(project_dir=str(paths.root), overrides=plan.overrides) if plan.needed else None
+    create_markdown_artifact(key="retraining-plan", markdown=retrain.plan_markdown(plan, result),
+                             description="What joined the training pool, and the gate's decision")
+    return retrain.run_summary(plan, result)

@@ -1,0 +1,123 @@
+"""Accepted batches of new data: validated against the training schema and label set, stored immutably.
+
+Layout (default data/batches, versioned with `dvc add`):
+    <id>/batch.parquet     accepted rows as text[,label],row plus the file's other columns
+    <id>/quarantine.csv    rows a row-level rule rejected (row, rule, detail)
+    <id>/validation.json   the validation report
+    <id>/meta.json         source file, its sha256, rows, labelled, ingested time
+The id is `b<NNNN>-<sha8 of the source file>`: a file is ingested once, and a batch id names its content, so the
+training pool can be a list of ids in params.yaml (`data.batches`) that DVC tracks like any param.
+A rejected batch raises before anything is written: every earlier batch, the pool and production stay as they were.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+import pandas as pd
+
+from tasks import validate
+from tasks.config import DataConfig, ValidateConfig
+from tasks.prepare import LABEL, TEXT, to_canonical
+from tasks.registry import now
+from tasks.tables import csv_text, read_table, write_parquet, write_text
+
+BATCH_FILE = "batch.parquet"
+
+
+class BatchRejected(ValueError):
+    """The batch cannot be accepted; the message names the file and the rule."""
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    id: str
+    source: str
+    sha256: str
+    rows_in: int
+    rows_accepted: int
+    rows_quarantined: int
+    labelled: bool
+    ingested: str
+
+    @property
+    def labelled_rows(self) -> int:
+        return self.rows_accepted if self.labelled else 0
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class BatchStore:
+    root: Path
+
+    def batches(self) -> list[BatchInfo]:
+        if not self.root.exists():
+            return []
+        metas = sorted(self.root.glob("b*/meta.json"))
+        return [BatchInfo(**json.loads(m.read_text(encoding="utf-8"))) for m in metas]
+
+    def get(self, batch_id: str) -> BatchInfo:
+        meta = self.root / batch_id / "meta.json"
+        if not meta.exists():
+            raise FileNotFoundError(f"batch {batch_id!r} is not in {self.root}")
+        return BatchInfo(**json.loads(meta.read_text(encoding="utf-8")))
+
+    def rows(self, batch_id: str) -> pd.DataFrame:
+        return pd.read_parquet(self.root / batch_id / BATCH_FILE)
+
+    def pending_labelled(self, pool: Iterable[str]) -> list[BatchInfo]:
+        """Labelled batches not yet in the training pool, oldest first."""
+        pool = set(pool)
+        return [b for b in self.batches() if b.labelled and b.id not in pool]
+
+    def ingest(self, path: str | Path, data_cfg: DataConfig, validate_cfg: ValidateConfig,
+               known_labels: Optional[list[str]]) -> BatchInfo:
+        """Validate `path` against the training schema and labels; store it if accepted, else raise BatchRejected."""
+        path = Path(path)
+        sha = file_sha256(path)
+        for b in self.batches():
+            if b.sha256 == sha:
+                raise BatchRejected(f"{path}: already ingested as batch {b.id} (same content)")
+        raw = read_table(path, "auto", data_cfg.encoding, data_cfg.delimiter, data_cfg.max_bytes, data_cfg.max_rows)
+        # A batch is a sample of new traffic: no topic filter, and unlabelled batches are welcome for monitoring.
+        df = to_canonical(raw, data_cfg.model_copy(update={"include_pattern": None}))
+        labelled = LABEL in df.columns and df[LABEL].notna().any()
+        try:
+            outcome = validate.check(df if labelled else df.drop(columns=[LABEL], errors="ignore"), data_cfg,
+                                     validate_cfg, str(path), known_labels=known_labels, labelled=labelled,
+                                     require_classes=False)
+        except validate.ValidationFailed as exc:
+            raise BatchRejected(str(exc)) from None
+        batch_id = f"b{len(self.batches()) + 1:04d}-{sha[:8]}"
+        info = BatchInfo(batch_id, str(path), sha, outcome.report.rows_in, outcome.report.rows_accepted,
+                         outcome.report.rows_quarantined, bool(labelled), now())
+        tmp = self.root / f".{batch_id}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_parquet(outcome.accepted, tmp / BATCH_FILE)
+        write_text(csv_text(outcome.quarantine), tmp / "quarantine.csv")
+        write_text(outcome.report.to_json(), tmp / "validation.json")
+        write_text(json.dumps(asdict(info), indent=2) + "\n", tmp / "meta.json")
+        os.replace(tmp, self.root / batch_id)  # all or nothing
+        return info
+
+
+def pool_frames(store: BatchStore, pool: Iterable[str]) -> list[pd.DataFrame]:
+    """The labelled rows of each batch in the training pool, tagged with the batch id as their origin."""
+    frames = []
+    for batch_id in pool:
+        if not store.get(batch_id).labelled:
+            raise BatchRejected(f"data.batches: batch {batch_id} has no labels and cannot join the training pool")
+        frames.append(store.rows(batch_id)[[TEXT, LABEL, "row"]].assign(origin=batch_id))
+    return frames

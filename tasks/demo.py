@@ -1,0 +1,23 @@
+"""Batches of new data cut from the embedded tweet corpus, for the demo loop (`make run`) and the tests:
+`other` topics (not matching data.include_pattern) make real drift; `same` topic rows make none."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from tasks.config import DataConfig
+from tasks.prepare import load_source
+from tasks.tables import csv_text, write_text
+
+
+def write_batch(cfg: DataConfig, output: str | Path, rows: int, topics: Literal["other", "same"] = "other",
+                seed: int = 7, labelled: bool = True) -> Path:
+    df = load_source(cfg.model_copy(update={"path": None}))
+    text = df[cfg.text_column].astype(str)
+    on_topic = text.str.contains(cfg.include_pattern, case=False, regex=True) if cfg.include_pattern else True
+    pool = df[~on_topic] if topics == "other" else df[on_topic]
+    batch = pool.sample(n=min(rows, len(pool)), random_state=seed)[[cfg.text_column, cfg.label_column]]
+    if not labelled:
+        batch = batch.drop(columns=[cfg.label_column])
+    write_text(csv_text(batch), output)
+    return Path(output)
