@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-run: install  ## train the default model on the embedded data through the Prefect `training` flow
+run: install  ## v1 on the airline topic, then a batch of other topics: drift check, retraining, gate (v2)
 	tuneline run
+	tuneline demo-batch data/incoming/other-topics.csv --rows 1500
+	tuneline monitor
+	tuneline models
 
 test: install  ## the whole suite: unit, real `dvc repro`, real Prefect server, real-model smoke test
 	$(PY) -m pytest

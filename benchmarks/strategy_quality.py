@@ -2,6 +2,7 @@
 epochs, learning rate, batch size, warmup and weight decay.
 
 usage: dvc repro preprocess && python benchmarks/strategy_quality.py [--strategies full,head,gradual,lora] [--hf]
+       [--lr head=1e-3,lora=5e-4]   (a strategy's own learning rate; the others use params.yaml's)
 Reads params.yaml's train section (the default budget) and data/processed; each run trains from the same pre-trained
 model and is scored on the test split with tuneline's Predictor (the HF Trainer model too).
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: progress bars drown the table
 import tempfile
 import time
 from pathlib import Path
@@ -46,7 +49,7 @@ def hf_trainer(cfg, processed: Path, out: Path) -> None:
     cuda = torch.cuda.is_available()
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=cfg.batch_size,
                              num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-                             weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, seed=cfg.seed,
+                             weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, seed=cfg.seed,
                              bf16=cuda and torch.cuda.is_bf16_supported(), report_to=[], save_strategy="no",
                              logging_strategy="no", disable_tqdm=True, use_cpu=not cuda)
     Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tokenizer)).train()
@@ -59,13 +62,14 @@ def main() -> None:
     ap.add_argument("--strategies", default="full,head,gradual,lora")
     ap.add_argument("--hf", action="store_true", help="also run HF Trainer with the same budget")
     ap.add_argument("--processed", type=Path, default=Path("data/processed"))
+    ap.add_argument("--lr", default="", help="per-strategy learning rates, e.g. head=1e-3,lora=5e-4")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    os.environ.setdefault("TQDM_DISABLE", "1")
     params = load_params("params.yaml")
     work = Path(tempfile.mkdtemp())
     rows = []
     runs = [(s, None) for s in args.strategies.split(",") if s] + ([("hf-trainer", "hf")] if args.hf else [])
+    rates = {k: float(v) for k, v in (item.split("=") for item in args.lr.split(",") if item)}
     n_train = len(pd.read_parquet(args.processed / "train.parquet", columns=["label_id"]))
     print(f"{n_train} training rows, {params.train.epochs} epochs, lr {params.train.learning_rate}, "
           f"batch {params.train.batch_size}, {torch.get_num_threads()} threads")
@@ -76,12 +80,15 @@ def main() -> None:
             hf_trainer(params.train, args.processed, out)
             epochs = params.train.epochs
         else:
-            cfg = params.train.model_copy(update={"strategy": name})
+            cfg = params.train.model_copy(update={"strategy": name,
+                                                  "learning_rate": rates.get(name, params.train.learning_rate)})
             epochs = train.run(cfg, args.processed, out, work / f"{name}-metrics").epochs_run
         wall = time.perf_counter() - start
         f1 = test_macro_f1(out, args.processed, params.evaluate.batch_size)
-        rows.append({"run": name, "test_macro_f1": f1, "train_wall_s": wall, "epochs": epochs})
-        print(f"{name:12s} test macro-F1 {f1:.4f}   train wall {wall:7.1f} s   epochs {epochs}", flush=True)
+        lr = rates.get(name, params.train.learning_rate)
+        rows.append({"run": name, "learning_rate": lr, "test_macro_f1": f1, "train_wall_s": wall, "epochs": epochs})
+        print(f"{name:12s} lr {lr:<8g} test macro-F1 {f1:.4f}   train wall {wall:7.1f} s   epochs {epochs}",
+              flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

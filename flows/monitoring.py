@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
 from tasks import monitor
+from tasks.locking import ProjectBusy, project_lock
 from tasks.config import load_params
 from tasks.paths import ProjectPaths
 
@@ -33,9 +34,13 @@ def monitoring(project_dir: str = ".", drop_dir: Optional[str] = None, files: Op
     rejected/ beside them."""
     paths = ProjectPaths(Path(project_dir).resolve())
     params = load_params(paths.params)
-    with monitor.project_lock(paths.root, params.monitor.lock_timeout_s):
-        todo, from_drop = monitor.files_to_process(paths, drop_dir, files)
-        outcomes = [process_file(params, paths, f, from_drop) for f in todo]
+    try:
+        with project_lock(paths.root, params.monitor.lock_timeout_s):
+            todo, from_drop = monitor.files_to_process(paths, drop_dir, files)
+            outcomes = [process_file(params, paths, f, from_drop) for f in todo]
+    except ProjectBusy as busy:  # a normal outcome for a scheduled run: nothing done, say why
+        get_run_logger().warning(str(busy))
+        return {"busy": str(busy)}
     create_markdown_artifact(key="monitoring-decision", markdown=monitor.outcome_markdown(outcomes),
                              description="Batches taken, drift per column, and the retraining decision")
     summary = monitor.run_summary(outcomes)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.training import training
-from tasks import monitor, retrain
+from tasks import retrain
+from tasks.locking import ProjectBusy, project_lock
 from tasks.config import load_params
 from tasks.paths import ProjectPaths
 
@@ -19,9 +20,13 @@ make_plan = task(retrain.plan_for_project, name="retrain-plan")
 def retraining(project_dir: str = ".", force: bool = False) -> dict:
     """force: retrain even when no new labelled batch waits (e.g. after changing params)."""
     paths = ProjectPaths(Path(project_dir).resolve())
-    with monitor.project_lock(paths.root, load_params(paths.params).monitor.lock_timeout_s):
-        plan = make_plan(paths, force)
-        result = training(project_dir=str(paths.root), overrides=plan.overrides) if plan.needed else None
+    try:
+        with project_lock(paths.root, load_params(paths.params).monitor.lock_timeout_s):
+            plan = make_plan(paths, force)
+            result = training(project_dir=str(paths.root), overrides=plan.overrides) if plan.needed else None
+    except ProjectBusy as busy:  # a normal outcome for a scheduled run: nothing done, say why
+        get_run_logger().warning(str(busy))
+        return {"busy": str(busy), "retrained": False, "reasons": [str(busy)]}
     create_markdown_artifact(key="retraining-plan", markdown=retrain.plan_markdown(plan, result),
                              description="What joined the training pool, and the gate's decision")
     return retrain.run_summary(plan, result)

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from tasks.batches import BatchRejected
 from tasks.config import ConfigError, load_params
-from tasks.monitor import ProjectBusy
+from tasks.locking import ProjectBusy
 from tasks.pipeline import USER_ERROR_EXIT
 from tasks.registry import Registry, RegistryError
 from tasks.tables import DataFileError
@@ -227,12 +227,13 @@ def ingest_cmd(path: Path = typer.Argument(..., help="a batch of new data: CSV /
     """Validate a batch against the training schema and label set, and store it (DVC-versioned) if accepted."""
     from tasks import monitor
     from tasks.batches import BatchStore
+    from tasks.locking import project_lock
     from tasks.paths import ProjectPaths
     from tasks.pipeline import dvc_add
 
     paths = ProjectPaths(project_dir.resolve())
     params = load_params(paths.params)
-    with monitor.project_lock(paths.root, params.monitor.lock_timeout_s):
+    with project_lock(paths.root, params.monitor.lock_timeout_s):
         registry = Registry(paths.registry, paths.production)
         b = BatchStore(paths.batches).ingest(path, params.data, params.validate_,
                                              monitor.training_labels(registry, params))
@@ -256,6 +257,8 @@ def monitor_cmd(files: Optional[list[Path]] = typer.Argument(None, help="batch f
 
     summary = monitoring(project_dir=str(project_dir), drop_dir=str(drop_dir) if drop_dir else None,
                          files=[str(f) for f in files] if files else None)
+    if "busy" in summary:
+        raise ProjectBusy(summary["busy"])
     for line in monitor.summary_lines(summary):
         out.print(line, highlight=False)
     if retrain and summary["retrain"]:
@@ -276,6 +279,8 @@ def retrain_cmd(project_dir: Path = typer.Option(Path(".")),
     from flows.retraining import retraining
 
     result = retraining(project_dir=str(project_dir), force=force)
+    if "busy" in result:
+        raise ProjectBusy(result["busy"])
     for reason in result["reasons"]:
         out.print(f"- {reason}", highlight=False)
     if result["retrained"]:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import pandas as pd
 
@@ -23,31 +22,6 @@ from tasks.prepare import LABEL, TEXT
 from tasks.promote import REFERENCE_FILE
 from tasks.registry import Registry
 from tasks.tables import SUFFIX_FORMATS, write_text
-
-LOCK_FILE = ".tuneline/state.lock"
-
-
-class ProjectBusy(RuntimeError):
-    """Another monitoring or retraining run holds the project lock."""
-
-
-@contextmanager
-def project_lock(root: Path, timeout_s: float) -> Iterator[None]:
-    from filelock import FileLock, Timeout
-
-    path = Path(root) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path))
-    try:
-        lock.acquire(timeout=timeout_s)
-    except Timeout:
-        raise ProjectBusy(f"another monitoring or retraining run holds {path} (waited {timeout_s:g} s, "
-                          "monitor.lock_timeout_s); nothing was changed: try again when it has finished") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
 
 @dataclass
 class Decision:
@@ -117,7 +91,8 @@ def check_batch(params: Params, store: BatchStore, registry: Registry, batch: Ba
     predictor = Predictor(registry.production, params.preprocess.max_length, params.evaluate.batch_size)
     current = profile.build(predictor, rows[TEXT].tolist(), labels)
     out = reports_dir / batch.id
-    summary = drift.check(reference, current, out / "drift.html")
+    summary = drift.check(reference, current, out / "drift.html", params.monitor.embedding_components,
+                          params.monitor.text_drift_auc)
     pending = sum(b.labelled_rows for b in store.pending_labelled(params.data.batches))
     decision = decide(summary, params.monitor, production_f1, pending)
     payload = {"batch": batch.__dict__, "production_version": registry.production_version(),
@@ -197,8 +172,7 @@ def process_file(params: Params, paths: ProjectPaths, file: Path, from_drop: boo
     outcome = ingest_file(params, store, registry, Path(file))
     if outcome.batch is not None:
         dvc_add(paths.batches.relative_to(paths.root), paths.root)
-        checked = check_batch(params, store, registry, outcome.batch, paths.monitoring_reports)
-        outcome = BatchOutcome(str(file), **{k: v for k, v in checked.__dict__.items() if k != "file"})
+        outcome = check_batch(params, store, registry, outcome.batch, paths.monitoring_reports)
     if from_drop:
         file_away(Path(file), outcome)
     return outcome

@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import pandas as pd
 
 from tasks.prepare import LABEL, TEXT

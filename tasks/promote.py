@@ -121,7 +121,7 @@ def decision_markdown(result: PromotionResult) -> str:
     lines = [f"# Candidate v{result.version}: {verdict}", "", f"Production is now v{result.production_version}.", "",
              "## Reasons", *[f"- {r}" for r in result.reasons]]
     if result.production is not None:
-        lines += ["", f"| class | candidate F1 | production F1 |", "|---|---|---|"]
+        lines += ["", "| class | candidate F1 | production F1 |", "|---|---|---|"]
         lines += [f"| {name} | {v['f1-score']:.4f} | {result.production['per_class'][name]['f1-score']:.4f} |"
                   for name, v in result.candidate["per_class"].items()]
         lines += [f"| **{metric}** | **{result.candidate[metric]:.4f}** | **{result.production[metric]:.4f}** |"]

@@ -76,6 +76,14 @@ def detect_delimiter(path: Path, encoding: str) -> str:
         return "\t" if path.suffix.lower() == ".tsv" else ","
 
 
+def line_terminator(path: Path) -> Optional[str]:
+    """"\n" for LF files, so a bare carriage return inside a field (tweets have them; pandas writes them unquoted)
+    stays text instead of ending the row; CRLF files keep the parser's default."""
+    with path.open("rb") as fh:
+        sample = fh.read(SNIFF_BYTES)
+    return None if b"\r\n" in sample else "\n"
+
+
 def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
     try:
         return pd.read_json(path, lines=True, dtype=False, encoding=encoding)
@@ -111,7 +119,8 @@ def read_table(path: str | Path, fmt: str = "auto", encoding: Optional[str] = No
                 df = _read_jsonl(path, encoding)
             else:
                 sep = delimiter or detect_delimiter(path, encoding)
-                df = pd.read_csv(path, sep=sep, encoding=encoding, dtype=str, keep_default_na=False)
+                df = pd.read_csv(path, sep=sep, encoding=encoding, dtype=str, keep_default_na=False,
+                                 lineterminator=line_terminator(path))
     except UnicodeDecodeError:
         raise DataFileError(_decode_error(path, encoding)) from None
     except pd.errors.EmptyDataError:

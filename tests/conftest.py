@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,44 @@ def ran_stages(output: str) -> list[str]:
 
 def tree_digest(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_env(tmp_path_factory):
+    """A real Prefect server with its own PREFECT_HOME, stopped by PID afterwards."""
+    from tasks import serving
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    url = serving.api_url(port)
+    env = tool_env(**serving.server_env(url, home))
+    server = serving.start_server(port, home / "server.log", env)
+    try:
+        serving.wait_healthy(url, timeout=240, proc=server)
+        yield env
+    finally:
+        serving.terminate(server)
+
+
+def wait_for_deployments(project: Path, env: dict, names: list[str], serve_proc, log: Path, timeout: float = 120) -> None:
+    """Until the serve process has registered each deployment for *this* project (a server outlives test projects,
+    and a deployment name keeps the parameters of whoever served it last)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    pending = list(names)
+    while pending:
+        assert serve_proc.poll() is None, log.read_text()
+        shown = sh(sys.executable, "-m", "prefect", "deployment", "inspect", pending[0], cwd=project, env=env,
+                   check=False)
+        if shown.returncode == 0 and str(project.resolve()) in shown.stdout:
+            pending.pop(0)
+            continue
+        assert time.monotonic() < deadline, f"deployment {pending[0]} not served for {project}:\n{shown.stdout}"
+        time.sleep(1)

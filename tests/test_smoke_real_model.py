@@ -42,3 +42,10 @@ def test_packaged_minilm_fine_tunes_and_loads_with_plain_transformers(tmp_path):
     # The saved directory is a plain HF model: transformers' pipeline loads it and uses our label names.
     clf = pipeline("text-classification", model=str(tmp_path / "model"))
     assert clf("@united lost my bag again, worst airline ever")[0]["label"] in processed.labels
+
+    # The reference profile for drift monitoring: the fine-tuned model's predictions and its own embeddings.
+    from tasks import profile
+
+    ref = profile.run_reference(processed.output_dir, tmp_path / "model", tmp_path / "ref.parquet", rows=100, seed=0)
+    assert len(ref) == 100 and len(profile.embedding_columns(ref)) == 384  # MiniLM's hidden size
+    assert set(ref[profile.PRED]) <= set(processed.labels) and ref[profile.CONFIDENCE].between(0, 1).all()

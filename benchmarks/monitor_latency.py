@@ -1,0 +1,138 @@
+"""Monitoring speed: (1) a new 1k-row labelled batch -> drift decision with the default model, in a fresh process;
+(2) the drift report for N vs N rows, model inference excluded, tuneline's settings beside Evidently's defaults on the
+same columns (raw 384-dim embeddings, default text method), with the ratio.
+
+usage: python benchmarks/monitor_latency.py [--batch-rows 1000] [--report-rows 10000]
+The "production" model is the packaged MiniLM with a seeded head (the drift check does not care how well it was
+trained); its reference profile comes from airline tweets, the batch from fresh airline tweets (no drift expected).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+LABELS = ["negative", "neutral", "positive"]
+
+
+def tweets():
+    from tasks.config import DataConfig
+    from tasks.prepare import load_source, to_canonical
+
+    cfg = DataConfig(include_pattern=None)
+    df = to_canonical(load_source(cfg), cfg)
+    airline = df["text"].str.contains(DataConfig().include_pattern, case=False)
+    return df[airline].sample(frac=1, random_state=0), df[~airline].sample(frac=1, random_state=1)
+
+
+def production_project(root: Path, reference) -> Path:
+    """A project whose production v1 is MiniLM + seeded head, with its reference profile and a registry record."""
+    import torch
+
+    from tasks import profile
+    from tasks.modeling import load_model
+    from tasks.predict import Predictor
+    from tasks.registry import Registry
+
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=root, check=True)
+    (root / "params.yaml").write_text("{}\n")
+    torch.manual_seed(0)
+    model, tokenizer = load_model("default", LABELS)
+    model_dir = root / "candidate"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    ref = profile.build(Predictor(model_dir, 64, 64), reference["text"].tolist(), reference["label"].tolist())
+    ref.to_parquet(root / "reference.parquet")
+    registry = Registry(root / "models/registry", root / "models/production")
+    record = {"version": 1, "metrics": {"macro_f1": 0.80}, "decision": {"promoted": True, "reasons": []}}
+    registry.promote(model_dir, record, "card", {"reference_profile.parquet": root / "reference.parquet"})
+    return root
+
+
+DECISION = textwrap.dedent("""
+    import json, sys, time
+    start = time.perf_counter()
+    from pathlib import Path
+    from tasks import monitor
+    from tasks.config import load_params
+    from tasks.paths import ProjectPaths
+    paths = ProjectPaths(Path(sys.argv[1]))
+    outcome = monitor.process_file(load_params(paths.params), paths, Path(sys.argv[2]))
+    print(json.dumps({"seconds": time.perf_counter() - start, "retrain": outcome.decision.retrain,
+                      "drift_share": outcome.summary.drift_share, "drifted": outcome.summary.drifted,
+                      "live_macro_f1": outcome.summary.live["macro_f1"]}))
+""")
+
+
+def decision_latency(rows: int, airline, work: Path) -> dict:
+    project = production_project(work / "project", airline.iloc[:1000])
+    batch = work / "batch.csv"
+    airline.iloc[1000:1000 + rows][["text", "label"]].rename(columns={"label": "sentiment"}).to_csv(batch, index=False)
+    out = subprocess.run([sys.executable, "-c", DECISION, str(project), str(batch)], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, TQDM_DISABLE="1"))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def report_times(rows: int, airline, other) -> dict:
+    import torch
+    from evidently import Dataset, Report
+    from evidently.metrics import EmbeddingsDrift, ValueDrift
+
+    from tasks import drift, profile
+    from tasks.modeling import load_model
+    from tasks.predict import Predictor
+
+    torch.manual_seed(0)
+    model, tokenizer = load_model("default", LABELS)
+    model_dir = Path(tempfile.mkdtemp())
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    predictor = Predictor(model_dir, 64, 128)
+    reference = profile.build(predictor, airline["text"].iloc[:rows].tolist(), airline["label"].iloc[:rows].tolist())
+    current = profile.build(predictor, other["text"].iloc[:rows].tolist(), other["label"].iloc[:rows].tolist())
+    drift.check(reference.iloc[:200], current.iloc[:200])  # warm-up: Evidently's imports are not the report's cost
+
+    start = time.perf_counter()
+    ours = drift.check(reference, current)
+    ours_s = time.perf_counter() - start
+
+    columns = [c.column for c in ours.columns if c.column != drift.EMBEDDINGS]
+    definition = drift._definition(reference, labelled=True)
+    keep = columns + profile.embedding_columns(reference)
+    start = time.perf_counter()
+    Report([ValueDrift(column=c) for c in columns] + [EmbeddingsDrift(embeddings_name=drift.EMBEDDINGS)]).run(
+        current_data=Dataset.from_pandas(current[keep], data_definition=definition),
+        reference_data=Dataset.from_pandas(reference[keep], data_definition=definition))
+    base_s = time.perf_counter() - start
+    return {"rows": rows, "tuneline_s": ours_s, "evidently_defaults_s": base_s, "ratio": base_s / ours_s,
+            "drift_share": ours.drift_share, "drifted": ours.drifted}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--batch-rows", type=int, default=1000)
+    ap.add_argument("--report-rows", type=int, default=10000)
+    args = ap.parse_args()
+    airline, other = tweets()
+    with tempfile.TemporaryDirectory() as tmp:
+        d = decision_latency(args.batch_rows, airline, Path(tmp))
+    print(f"1) {args.batch_rows}-row labelled same-topic batch -> decision, fresh process (imports, validation, "
+          f"storage + dvc add, MiniLM inference, drift, decision): {d['seconds']:.1f} s; retrain={d['retrain']}, "
+          f"drift share {d['drift_share']:.2f}, drifted {d['drifted'] or 'none'}")
+    r = report_times(args.report_rows, airline, other)
+    print(f"2) drift report {r['rows']} vs {r['rows']} rows, inference excluded: tuneline {r['tuneline_s']:.1f} s, "
+          f"Evidently defaults on the same columns {r['evidently_defaults_s']:.1f} s -> {r['ratio']:.1f}x faster "
+          f"(drift share {r['drift_share']:.2f}: {', '.join(r['drifted'])})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Issue 6: batches are validated before they are stored; drift (real Evidently) tells the training topic from other
+topics; the decision needs drift or a metric drop, and labelled data to retrain on."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tasks import drift, monitor, profile
+from tasks.batches import BatchRejected, BatchStore
+from tasks.config import DataConfig, MonitorConfig, ValidateConfig
+from tasks.prepare import load_source, to_canonical
+
+LABELS = ["negative", "neutral", "positive"]
+
+
+@pytest.fixture(scope="module")
+def tweets() -> dict[str, pd.DataFrame]:
+    """Real tweets: a reference and a fresh sample of the airline topic, and a sample of the other topics."""
+    cfg = DataConfig(include_pattern=None)
+    df = to_canonical(load_source(cfg), cfg)
+    airline = df["text"].str.contains(DataConfig().include_pattern, case=False)
+    a = df[airline].sample(600, random_state=0)
+    return {"reference": a.iloc[:300], "same": a.iloc[300:], "other": df[~airline].sample(300, random_state=1)}
+
+
+@pytest.fixture(scope="module")
+def minilm_predictor(tmp_path_factory):
+    """The packaged MiniLM with a seeded, untrained 3-class head: its embeddings and predictions follow the topic."""
+    import torch
+
+    from tasks.modeling import load_model
+    from tasks.predict import Predictor
+
+    torch.manual_seed(0)
+    model, tokenizer = load_model("default", LABELS)
+    out = tmp_path_factory.mktemp("minilm-head")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return Predictor(out, max_length=64, batch_size=64)
+
+
+@pytest.mark.smoke
+def test_same_topic_batch_shows_no_drift_and_other_topics_drift_in_text_and_predictions(tweets, minilm_predictor):
+    build = lambda df: profile.build(minilm_predictor, df["text"].tolist(), df["label"].tolist())  # noqa: E731
+    reference = build(tweets["reference"])
+    cfg = MonitorConfig()
+
+    same = drift.check(reference, build(tweets["same"]))
+    assert "text" not in same.drifted and same.drift_share < cfg.drift_share, same.columns
+    assert not monitor.decide(same, cfg, production_f1=None, pending_labelled_rows=300).retrain
+
+    other = drift.check(reference, build(tweets["other"]))
+    assert {"text", "predicted_label", "model_embeddings", "label"} <= set(other.drifted), other.columns
+    assert other.drift_share >= cfg.drift_share
+    decision = monitor.decide(other, cfg, production_f1=None, pending_labelled_rows=300)
+    assert decision.retrain and "drift share" in decision.reasons[0]
+    assert other.live is not None and 0 <= other.live["macro_f1"] <= 1
+
+
+def summary_with(drifted: int, total: int = 9, live_f1: float | None = None) -> drift.DriftSummary:
+    columns = [drift.ColumnDrift(f"c{i}", "descriptor", "K-S p_value", 0.0, 0.05, i < drifted) for i in range(total)]
+    return drift.DriftSummary(100, 100, columns, {"macro_f1": live_f1, "accuracy": 0.5, "rows": 100}
+                              if live_f1 is not None else None)
+
+
+def test_decision_policy_names_its_figures_and_needs_labelled_data():
+    cfg = MonitorConfig(drift_share=0.5, max_f1_drop=0.05, min_new_labelled_rows=1000)
+    quiet = monitor.decide(summary_with(2), cfg, 0.80, pending_labelled_rows=100)
+    assert not quiet.retrain and quiet.reasons == ["drift share 0.22 < monitor.drift_share 0.5 (drifted: c0, c1)"]
+    assert monitor.decide(summary_with(5), cfg, 0.80, 100).retrain
+    dropped = monitor.decide(summary_with(0, live_f1=0.70), cfg, 0.80, 100)
+    assert dropped.retrain and "drop +0.1000 >= monitor.max_f1_drop 0.05" in dropped.reasons[1]
+    assert monitor.decide(summary_with(0), cfg, 0.80, pending_labelled_rows=1000).retrain
+    unlabelled = monitor.decide(summary_with(9), cfg, 0.80, pending_labelled_rows=0)
+    assert not unlabelled.retrain and "label new data" in unlabelled.reasons[-1]
+
+
+def write_csv(path, rows: list[tuple[str, str | None]]):
+    pd.DataFrame(rows, columns=["text", "sentiment"]).to_csv(path, index=False)
+    return path
+
+
+def test_ingest_stores_a_valid_batch_once_and_refuses_bad_ones_without_writing(tmp_path):
+    store = BatchStore(tmp_path / "batches")
+    data_cfg, val_cfg = DataConfig(text_column="text", label_column="sentiment"), ValidateConfig(min_rows=5)
+    good = write_csv(tmp_path / "good.csv", [(f"flight {i} was late\r again", LABELS[i % 3]) for i in range(30)])
+    info = store.ingest(good, data_cfg, val_cfg, LABELS)
+    assert info.labelled and info.rows_accepted == 30 and info.id.startswith("b0001-")
+    assert (tmp_path / "batches" / info.id / "batch.parquet").exists()
+
+    with pytest.raises(BatchRejected, match="already ingested as batch b0001-"):
+        store.ingest(good, data_cfg, val_cfg, LABELS)
+    stray = write_csv(tmp_path / "stray.csv", [(f"tweet {i}", "angry") for i in range(30)])
+    with pytest.raises(BatchRejected, match=r"stray\.csv: 100\.0% of rows fail row-level rules \(\{'unknown_label': 30\}"):
+        store.ingest(stray, data_cfg, val_cfg, LABELS)
+    pd.DataFrame({"body": ["x"] * 30, "sentiment": ["negative"] * 30}).to_csv(tmp_path / "cols.csv", index=False)
+    with pytest.raises(BatchRejected, match=r"cols\.csv: required column 'text' \(data.text_column\) is missing"):
+        store.ingest(tmp_path / "cols.csv", data_cfg, val_cfg, LABELS)
+    assert [b.id for b in store.batches()] == [info.id]  # the refused files left nothing behind
+
+    unlabelled = tmp_path / "unlabelled.csv"
+    pd.DataFrame({"text": [f"new tweet {i}" for i in range(20)]}).to_csv(unlabelled, index=False)
+    second = store.ingest(unlabelled, data_cfg, val_cfg, LABELS)
+    assert not second.labelled and second.id.startswith("b0002-")
+    assert [b.id for b in store.pending_labelled(pool=[])] == [info.id]  # only labelled batches can join training
+    assert store.pending_labelled(pool=[info.id]) == []

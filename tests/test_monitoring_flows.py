@@ -1,0 +1,133 @@
+"""Issue 6 against a real Prefect server on 127.0.0.1 and real `dvc repro`: the scheduled monitoring deployment
+processes a dropped batch, its drift event triggers the retraining deployment, a worse retrained model changes
+nothing, and a second run while one holds the project lock exits with a clear message."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tasks import serving
+from tasks.config import load_params
+from tests.conftest import make_project, sh, tiny_params, tree_digest, wait_for_deployments
+from tests.test_stages import user_frame
+
+pytestmark = pytest.mark.integration
+
+
+def tuneline(project: Path, env: dict, *args: str, check: bool = True):
+    return sh(sys.executable, "-m", "tasks.cli", *args, cwd=project, env=env, check=check)
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def registry_records(project: Path) -> list[dict]:
+    events = project / "models/registry/events.jsonl"
+    lines = events.read_text().splitlines() if events.exists() else []
+    return [json.loads(line)["record"] for line in lines if json.loads(line)["event"] in ("promoted", "rejected")]
+
+
+def test_monitoring_deployment_takes_a_dropped_batch_and_its_drift_event_triggers_retraining(
+        prefect_env, tmp_path, tiny_model_dir):
+    project = make_project(tmp_path / "p", tiny_params(tiny_model_dir, train={"epochs": 2}))
+    tuneline(project, prefect_env, "run")  # v1 on the airline topic
+    serve = serving.start_serving(project, tmp_path / "serve.log", prefect_env)
+    try:
+        wait_for_deployments(project, prefect_env, ["monitoring/scheduled", "retraining/nightly"], serve,
+                             tmp_path / "serve.log")
+        automations = sh(sys.executable, "-m", "prefect", "automation", "ls", cwd=project, env=prefect_env).stdout
+        assert "retrain-on-drift" in automations  # the trigger the project's deployment created
+
+        tuneline(project, prefect_env, "demo-batch", "data/incoming/other-topics.csv", "--rows", "400")
+        run = sh(sys.executable, "-m", "prefect", "deployment", "run", "monitoring/scheduled", "--watch",
+                 "--watch-timeout", "400", cwd=project, env=prefect_env, check=False, timeout=450)
+        assert run.returncode == 0 and "Completed" in run.stdout, run.stdout + (tmp_path / "serve.log").read_text()
+        (batch_dir,) = (project / "data/batches").glob("b0001-*")
+        assert (project / "data/incoming/done/other-topics.csv").exists()
+        assert not (project / "data/incoming/other-topics.csv").exists()
+        report = json.loads((project / "reports/monitoring" / batch_dir.name / "drift.json").read_text())
+        assert (project / "reports/monitoring" / batch_dir.name / "drift.html").stat().st_size > 10_000
+        assert report["decision"]["retrain"] and "text" in report["summary"]["drifted_columns"]
+
+        # No one starts retraining: the drift event does, through the deployment's trigger.
+        wait_for(lambda: len(registry_records(project)) == 2, 420, "the triggered retraining to gate v2")
+        assert load_params(project / "params.yaml").data.batches == [batch_dir.name]
+        runs = json.loads(sh(sys.executable, "-m", "prefect", "flow-run", "ls", "--flow-name", "retraining",
+                             "--output", "json", cwd=project, env=prefect_env).stdout)
+        assert [r["state_type"] for r in runs] == ["COMPLETED"]
+        assert runs[0]["deployment_id"] is not None  # a run of the retraining/nightly deployment, not an ad-hoc one
+    finally:
+        serving.terminate(serve)
+
+
+def separable_project(root: Path, tiny_model_dir: Path) -> Path:
+    """One keyword per class: the tiny model learns it (macro-F1 1.0), so a broken retrain is clearly worse."""
+    root.mkdir(parents=True)
+    user_frame(40).to_csv(root.parent / "reviews.csv", index=False)
+    params = tiny_params(tiny_model_dir, data={"path": str(root.parent / "reviews.csv"), "text_column": "review",
+                                               "label_column": "stars", "include_pattern": None},
+                         train={"epochs": 12, "learning_rate": 3e-3, "warmup_ratio": 0.0, "batch_size": 8,
+                                "early_stopping_patience": 12},
+                         preprocess={"max_length": 16})
+    return make_project(root, params)
+
+
+def new_reviews(path: Path) -> Path:
+    rows = [{"review": f"{word} order {1000 + i} {word}", "stars": label}
+            for label, word in (("one", "awful"), ("two", "poor"), ("three", "fine"), ("four", "great"))
+            for i in range(25)]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_a_worse_retrained_model_is_not_promoted_and_nothing_changes(prefect_env, tmp_path, tiny_model_dir):
+    project = separable_project(tmp_path / "p", tiny_model_dir)
+    first = tuneline(project, prefect_env, "run")
+    assert "candidate v1 PROMOTED" in first.stdout
+    assert "ingest: batch b0001-" in tuneline(project, prefect_env, "ingest", str(new_reviews(tmp_path / "new.csv"))).stdout
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["learning_rate"] = 1e-12  # a broken retrain: the new head never learns
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    link_before = os.readlink(project / "models/production")
+    production_before = tree_digest(project / "models/production")
+    batches_before = tree_digest(project / "data/batches")
+
+    retrain = tuneline(project, prefect_env, "retrain")
+    assert "batch b0001-" in retrain.stdout and "joins the training pool" in retrain.stdout
+    assert "candidate v2 REJECTED; production is v1" in retrain.stdout
+    assert "holdout of batch b0001-" in retrain.stdout  # gated on the new batch's holdout too
+    assert os.readlink(project / "models/production") == link_before
+    assert tree_digest(project / "models/production") == production_before
+    assert tree_digest(project / "data/batches") == batches_before
+    assert [r["decision"]["promoted"] for r in registry_records(project)] == [True, False]
+
+
+def test_a_second_run_while_the_project_is_locked_exits_with_a_clear_message(prefect_env, tmp_path, tiny_model_dir):
+    from filelock import FileLock
+
+    project = make_project(tmp_path / "p", tiny_params(tiny_model_dir))
+    drop = project / "data/incoming"
+    drop.mkdir(parents=True)
+    new_reviews(drop / "batch.csv")
+    (project / ".tuneline").mkdir()
+    with FileLock(str(project / ".tuneline/state.lock")):  # another process holds the project, as a run would
+        busy = tuneline(project, prefect_env, "monitor", check=False)
+        busy_retrain = tuneline(project, prefect_env, "retrain", check=False)
+    for result in (busy, busy_retrain):
+        assert result.returncode == 2
+        assert "another monitoring or retraining run holds" in result.stderr
+        assert "Traceback" not in result.stderr + result.stdout
+    assert (drop / "batch.csv").exists() and not (project / "data/batches").exists()
