@@ -78,11 +78,15 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
     candidate = evaluation["model"]  # evaluate scored it on exactly these test rows
     parent = registry.production_version()
     fingerprint = weights_fingerprint(Path(candidate_dir))
-    current = next((r for r in registry.records() if r["version"] == parent), None)
-    if current is not None and current.get("weights_sha256") == fingerprint:
-        # A rerun with nothing changed must not mint a new version of the same model.
-        return PromotionResult(parent, False, [f"the candidate is production v{parent} already: nothing to promote"],
-                               parent, summary(candidate), None, params.promote.metric, unchanged=True)
+    # A rerun with nothing changed must not mint a new version: the candidate is production already, or it was
+    # rejected against this same production (gating it again could only repeat the verdict).
+    seen = next((r for r in registry.records() if r.get("weights_sha256") == fingerprint and
+                 (r["version"] == parent or (not r["decision"]["promoted"] and r["parent"] == parent))), None)
+    if seen is not None:
+        why = (f"the candidate is production v{parent} already: nothing to promote" if seen["version"] == parent else
+               f"the candidate was rejected before as v{seen['version']} against production v{parent}: nothing to do")
+        return PromotionResult(seen["version"], False, [why], parent, summary(candidate), None,
+                               params.promote.metric, unchanged=True)
     production, sets = None, {}
     if parent is not None:
         test = pd.read_parquet(processed / "test.parquet")

@@ -167,3 +167,13 @@ def test_cli_models_and_rollback(project, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "tasks.cli", "rollback", "9", *args], env=tool_env(),
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "version 9 cannot be restored" in missing.stderr
+
+
+def test_gating_a_rejected_candidate_again_against_the_same_production_is_a_no_op(project, tmp_path):
+    reg = Registry(tmp_path / "registry", tmp_path / "production")
+    promote_run(project, "good", reg)
+    assert not promote_run(project, "bad", reg).promoted  # v2 rejected
+    events = reg.events_file.read_bytes()
+    again = promote_run(project, "bad", reg)  # e.g. `make run` again after a rejected retrain
+    assert again.unchanged and again.version == 2 and "rejected before as v2 against production v1" in again.reasons[0]
+    assert reg.events_file.read_bytes() == events and [r["version"] for r in reg.records()] == [1, 2]
