@@ -126,7 +126,6 @@ class PromoteConfig(_Strict):
 class MonitorConfig(_Strict):
     reference_rows: int = Field(1000, ge=50, description="training rows profiled for drift (reference stage)")
     max_rows: int = Field(2000, ge=50, description="batch rows sampled for the drift check (text classifier, model)")
-    embedding_components: int = Field(20, ge=2, description="embedding drift on the reference's top PCA components")
     text_drift_auc: float = Field(0.55, gt=0.5, lt=1, description="text drift when the domain classifier's AUC exceeds")
     drift_share: float = Field(0.5, gt=0, le=1, description="retrain when this share of checked columns drifted")
     max_f1_drop: float = Field(0.05, ge=0, description="retrain when live macro-F1 is this far below production's test")

@@ -91,8 +91,7 @@ def check_batch(params: Params, store: BatchStore, registry: Registry, batch: Ba
     predictor = Predictor(registry.production, params.preprocess.max_length, params.evaluate.batch_size)
     current = profile.build(predictor, rows[TEXT].tolist(), labels)
     out = reports_dir / batch.id
-    summary = drift.check(reference, current, out / "drift.html", params.monitor.embedding_components,
-                          params.monitor.text_drift_auc)
+    summary = drift.check(reference, current, out / "drift.html", params.monitor.text_drift_auc)
     pending = sum(b.labelled_rows for b in store.pending_labelled(params.data.batches))
     decision = decide(summary, params.monitor, production_f1, pending)
     payload = {"batch": batch.__dict__, "production_version": registry.production_version(),
