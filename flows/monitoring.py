@@ -25,7 +25,10 @@ def project_resource(root: str | Path) -> str:
     return f"tuneline.project.{hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]}"
 
 
-process_file = task(monitor.process_file, name="process-batch", task_run_name="{file.name}")
+# A refused batch is a return value, not an exception, so a raise is a crash worth one retry; the retry checks the
+# batch the failed attempt may already have stored instead of refusing it as a duplicate.
+process_file = task(monitor.process_file, name="process-batch", task_run_name="{file.name}", retries=1,
+                    retry_delay_seconds=5)
 
 
 @flow(name="monitoring", log_prints=True)

@@ -77,6 +77,11 @@ class BatchStore:
     def rows(self, batch_id: str) -> pd.DataFrame:
         return pd.read_parquet(self.root / batch_id / BATCH_FILE)
 
+    def find(self, path: str | Path) -> Optional[BatchInfo]:
+        """The stored batch with this file's content, if any."""
+        sha = file_sha256(Path(path))
+        return next((b for b in self.batches() if b.sha256 == sha), None)
+
     def pending_labelled(self, pool: Iterable[str]) -> list[BatchInfo]:
         """Labelled batches not yet in the training pool, oldest first."""
         pool = set(pool)
@@ -86,10 +91,10 @@ class BatchStore:
                known_labels: Optional[list[str]]) -> BatchInfo:
         """Validate `path` against the training schema and labels; store it if accepted, else raise BatchRejected."""
         path = Path(path)
+        stored = self.find(path)
+        if stored is not None:
+            raise BatchRejected(f"{path}: already ingested as batch {stored.id} (same content)")
         sha = file_sha256(path)
-        for b in self.batches():
-            if b.sha256 == sha:
-                raise BatchRejected(f"{path}: already ingested as batch {b.id} (same content)")
         raw = read_table(path, "auto", data_cfg.encoding, data_cfg.delimiter, data_cfg.max_bytes, data_cfg.max_rows)
         # A batch is a sample of new traffic: no topic filter, and unlabelled batches are welcome for monitoring.
         df = to_canonical(raw, data_cfg.model_copy(update={"include_pattern": None}))

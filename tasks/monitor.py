@@ -100,6 +100,13 @@ def check_batch(params: Params, store: BatchStore, registry: Registry, batch: Ba
     return BatchOutcome(batch.source, batch, None, summary, decision, str(out / "drift.html"), str(out / "drift.json"))
 
 
+def stored_unchecked(store: BatchStore, reports_dir: Path, file: Path) -> Optional[BatchInfo]:
+    """The batch this file was stored as, if no drift check finished for it (a run stopped between the two steps,
+    or the file went through `tuneline ingest` first): it is checked now instead of refused as a duplicate."""
+    batch = store.find(file)
+    return batch if batch is not None and not (reports_dir / batch.id / "drift.json").exists() else None
+
+
 def ingest_file(params: Params, store: BatchStore, registry: Registry, file: Path) -> BatchOutcome:
     """Validate and store a batch file; a refused file is reported (and nothing is stored)."""
     try:
@@ -168,9 +175,10 @@ def process_file(params: Params, paths: ProjectPaths, file: Path, from_drop: boo
 
     store, registry = BatchStore(paths.batches), Registry(paths.registry, paths.production)
     production_reference(registry)  # fail before storing anything when there is nothing to compare with
-    outcome = ingest_file(params, store, registry, Path(file))
+    unchecked = stored_unchecked(store, paths.monitoring_reports, Path(file))
+    outcome = BatchOutcome(str(file), unchecked) if unchecked else ingest_file(params, store, registry, Path(file))
     if outcome.batch is not None:
-        dvc_add(paths.batches.relative_to(paths.root), paths.root)
+        dvc_add(paths.batches.relative_to(paths.root), paths.root)  # a no-op when the batch was stored before
         outcome = check_batch(params, store, registry, outcome.batch, paths.monitoring_reports)
     if from_drop:
         file_away(Path(file), outcome)

@@ -152,3 +152,26 @@ def wait_for_deployments(project: Path, env: dict, names: list[str], serve_proc,
             continue
         assert time.monotonic() < deadline, f"deployment {pending[0]} not served for {project}:\n{shown.stdout}"
         time.sleep(1)
+
+
+def flow_run_artifacts(env: dict, flow_run_id: str) -> dict[str, str]:
+    """Key -> markdown of the artifacts a flow run and its subflows created: what the UI's Artifacts tab lists, read
+    through the same server API the UI uses."""
+    import httpx
+
+    with httpx.Client(base_url=env["PREFECT_API_URL"], timeout=30) as api:
+        children = api.post("/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}})
+        children.raise_for_status()
+        run_ids = [flow_run_id, *(run["id"] for run in children.json())]
+        artifacts = api.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": run_ids}}})
+        artifacts.raise_for_status()
+    return {artifact["key"]: artifact["data"] for artifact in artifacts.json()}
+
+
+def created_flow_run_id(deployment_run_stdout: str) -> str:
+    """`prefect deployment run` prints the new flow run's UUID."""
+    import re
+
+    match = re.search(r"UUID: ([0-9a-f-]{36})", deployment_run_stdout)
+    assert match, deployment_run_stdout
+    return match.group(1)

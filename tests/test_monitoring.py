@@ -9,6 +9,7 @@ from tasks import drift, monitor, profile
 from tasks.batches import BatchRejected, BatchStore
 from tasks.config import DataConfig, MonitorConfig, ValidateConfig
 from tasks.prepare import load_source, to_canonical
+from tasks.tables import write_text
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -90,6 +91,11 @@ def test_ingest_stores_a_valid_batch_once_and_refuses_bad_ones_without_writing(t
 
     with pytest.raises(BatchRejected, match="already ingested as batch b0001-"):
         store.ingest(good, data_cfg, val_cfg, LABELS)
+    # Stored but never drift-checked (a crash between the two steps): monitoring checks it rather than refusing it.
+    reports = tmp_path / "reports"
+    assert monitor.stored_unchecked(store, reports, good) == info
+    write_text("{}\n", reports / info.id / "drift.json")
+    assert monitor.stored_unchecked(store, reports, good) is None
     stray = write_csv(tmp_path / "stray.csv", [(f"tweet {i}", "angry") for i in range(30)])
     with pytest.raises(BatchRejected, match=r"stray\.csv: 100\.0% of rows fail row-level rules \(\{'unknown_label': 30\}"):
         store.ingest(stray, data_cfg, val_cfg, LABELS)

@@ -15,7 +15,8 @@ import yaml
 
 from tasks import serving
 from tasks.config import load_params
-from tests.conftest import make_project, sh, tiny_params, tree_digest, wait_for_deployments
+from tests.conftest import (created_flow_run_id, flow_run_artifacts, make_project, sh, tiny_params, tree_digest,
+                            wait_for_deployments)
 from tests.test_stages import user_frame
 
 pytestmark = pytest.mark.integration
@@ -61,6 +62,9 @@ def test_monitoring_deployment_takes_a_dropped_batch_and_its_drift_event_trigger
         report = json.loads((project / "reports/monitoring" / batch_dir.name / "drift.json").read_text())
         assert (project / "reports/monitoring" / batch_dir.name / "drift.html").stat().st_size > 10_000
         assert report["decision"]["retrain"] and "text" in report["summary"]["drifted_columns"]
+        shown = flow_run_artifacts(prefect_env, created_flow_run_id(run.stdout))
+        assert f"## Batch {batch_dir.name} (" in shown["monitoring-decision"]
+        assert "labelled): RETRAIN" in shown["monitoring-decision"]
 
         # No one starts retraining: the drift event does, through the deployment's trigger.
         wait_for(lambda: len(registry_records(project)) == 2, 420, "the triggered retraining to gate v2")
@@ -69,6 +73,9 @@ def test_monitoring_deployment_takes_a_dropped_batch_and_its_drift_event_trigger
                              "--output", "json", cwd=project, env=prefect_env).stdout)
         assert [r["state_type"] for r in runs] == ["COMPLETED"]
         assert runs[0]["deployment_id"] is not None  # a run of the retraining/nightly deployment, not an ad-hoc one
+        shown = flow_run_artifacts(prefect_env, runs[0]["id"])  # its own plan, and its training subflow's two
+        assert set(shown) == {"retraining-plan", "training-metrics", "promotion-decision"}
+        assert f"batch {batch_dir.name}" in shown["retraining-plan"] and "# Candidate v2" in shown["promotion-decision"]
     finally:
         serving.terminate(serve)
 
@@ -98,6 +105,10 @@ def test_a_worse_retrained_model_is_not_promoted_and_nothing_changes(prefect_env
     first = tuneline(project, prefect_env, "run")
     assert "candidate v1 PROMOTED" in first.stdout
     assert "ingest: batch b0001-" in tuneline(project, prefect_env, "ingest", str(new_reviews(tmp_path / "new.csv"))).stdout
+    # Stored by `ingest` but not yet drift-checked: monitoring the same file checks that batch instead of refusing it.
+    checked = tuneline(project, prefect_env, "monitor", str(tmp_path / "new.csv"), "--no-retrain")
+    assert "batch b0001-" in checked.stdout and "-> decision:" in checked.stdout and "rejected" not in checked.stdout
+    assert len(list((project / "data/batches").glob("b*"))) == 1  # nothing stored twice
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"]["learning_rate"] = 1e-12  # a broken retrain: the new head never learns
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -8,7 +8,8 @@ import pytest
 
 from tasks import serving
 from tasks.config import load_params
-from tests.conftest import dvc, make_project, ran_stages, sh, tiny_params, wait_for_deployments
+from tests.conftest import (created_flow_run_id, dvc, flow_run_artifacts, make_project, ran_stages, sh, tiny_params,
+                            wait_for_deployments)
 
 pytestmark = pytest.mark.integration
 
@@ -51,5 +52,8 @@ def test_deployment_run_completes_against_real_server(prefect_env, tmp_path, tin
         assert dvc(project, "status", "--json").stdout.strip() in ("{}", "")
         assert load_params(project / "params.yaml").train.strategy == "gradual"
         assert "strategy: gradual" in (project / "dvc.lock").read_text()  # the run DVC recorded used it
+        shown = flow_run_artifacts(prefect_env, created_flow_run_id(run.stdout))
+        assert set(shown) == {"training-metrics", "promotion-decision"}
+        assert shown["promotion-decision"].startswith("# Candidate v1: ")
     finally:
         serving.terminate(serve)
