@@ -79,7 +79,9 @@ class BatchStore:
 
     def find(self, path: str | Path) -> Optional[BatchInfo]:
         """The stored batch with this file's content, if any."""
-        sha = file_sha256(Path(path))
+        return self._with_sha256(file_sha256(Path(path)))
+
+    def _with_sha256(self, sha: str) -> Optional[BatchInfo]:
         return next((b for b in self.batches() if b.sha256 == sha), None)
 
     def pending_labelled(self, pool: Iterable[str]) -> list[BatchInfo]:
@@ -91,10 +93,10 @@ class BatchStore:
                known_labels: Optional[list[str]]) -> BatchInfo:
         """Validate `path` against the training schema and labels; store it if accepted, else raise BatchRejected."""
         path = Path(path)
-        stored = self.find(path)
+        sha = file_sha256(path)
+        stored = self._with_sha256(sha)
         if stored is not None:
             raise BatchRejected(f"{path}: already ingested as batch {stored.id} (same content)")
-        sha = file_sha256(path)
         raw = read_table(path, "auto", data_cfg.encoding, data_cfg.delimiter, data_cfg.max_bytes, data_cfg.max_rows)
         # A batch is a sample of new traffic: no topic filter, and unlabelled batches are welcome for monitoring.
         df = to_canonical(raw, data_cfg.model_copy(update={"include_pattern": None}))
