@@ -39,10 +39,10 @@ def production_project(root: Path, reference, production: Path) -> tuple[Path, s
     with a seeded head profiled on `reference`."""
     import torch
 
-    from tasks import profile
-    from tasks.modeling import load_model
+    from tasks.monitoring import profile
+    from tasks.engine.modeling import load_model
     from tasks.predict import Predictor
-    from tasks.registry import Registry
+    from tasks.registry.store import Registry
 
     root.mkdir(parents=True, exist_ok=True)
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
@@ -69,7 +69,7 @@ DECISION = textwrap.dedent("""
     import json, sys, time
     start = time.perf_counter()
     from pathlib import Path
-    from tasks import monitor
+    from tasks.monitoring import monitor
     from tasks.config import load_params
     from tasks.paths import ProjectPaths
     paths = ProjectPaths(Path(sys.argv[1]))
@@ -94,8 +94,9 @@ def report_times(rows: int, airline, other) -> dict:
     from evidently import Dataset, Report
     from evidently.metrics import EmbeddingsDrift, ValueDrift
 
-    from tasks import drift, profile
-    from tasks.modeling import load_model
+    from tasks.monitoring import drift
+    from tasks.monitoring import profile
+    from tasks.engine.modeling import load_model
     from tasks.predict import Predictor
 
     torch.manual_seed(0)

@@ -23,12 +23,12 @@ from sklearn.metrics import f1_score
 
 from tasks import train
 from tasks.config import load_params
-from tasks.modeling import load_model
+from tasks.engine.modeling import load_model
 from tasks.predict import Predictor
 
 
 def test_macro_f1(model_dir: Path, processed: Path, batch_size: int) -> float:
-    from tasks.batching import TokenizedSplit
+    from tasks.engine.batching import TokenizedSplit
 
     test = TokenizedSplit.read(processed / "test.parquet")
     probs = Predictor(model_dir, batch_size=batch_size).split_probabilities(test, desc="test")

@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.batching import TokenizedSplit
+from tasks.engine.batching import TokenizedSplit
 from tasks.config import TrainConfig
-from tasks.modeling import load_model
+from tasks.engine.modeling import load_model
 from tasks.train import fit
 
 
 def tweets(n: int) -> tuple[list[str], list[int]]:
     import pandas as pd
 
-    from tasks.assets import embedded_corpus_path
+    from tasks.files.assets import embedded_corpus_path
 
     df = pd.read_csv(embedded_corpus_path(), encoding="latin-1").sample(n=n, random_state=0)
     labels = sorted(df["sentiment"].unique())
@@ -36,7 +36,7 @@ def tweets(n: int) -> tuple[list[str], list[int]]:
 
 def model_dir(kind: str, workdir: Path) -> str:
     """minilm: the packaged MiniLM-L6 weights. bert-base: a BERT-base-sized config (random weights, same tokenizer)."""
-    from tasks.assets import resolve_model
+    from tasks.files.assets import resolve_model
 
     base = resolve_model("default")
     if kind == "minilm":

@@ -10,8 +10,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
-from tasks import monitor
-from tasks.locking import ProjectBusy, project_lock
+from tasks.monitoring import monitor
+from tasks.orchestration.locking import ProjectBusy, project_lock
 from tasks.config import load_params
 from tasks.paths import ProjectPaths
 

@@ -8,8 +8,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.training import training
-from tasks import retrain
-from tasks.locking import ProjectBusy, project_lock
+from tasks.monitoring import retrain
+from tasks.orchestration.locking import ProjectBusy, project_lock
 from tasks.config import load_params
 from tasks.paths import ProjectPaths
 

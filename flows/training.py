@@ -7,7 +7,7 @@ from typing import Any, Optional
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks import pipeline
+from tasks.orchestration import pipeline
 from tasks.promote import decision_markdown
 
 

@@ -11,12 +11,12 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from tasks.batches import BatchRejected
+from tasks.monitoring.batches import BatchRejected
 from tasks.config import ConfigError, load_params
-from tasks.locking import ProjectBusy
-from tasks.pipeline import USER_ERROR_EXIT
-from tasks.registry import Registry, RegistryError
-from tasks.tables import DataFileError
+from tasks.orchestration.locking import ProjectBusy
+from tasks.orchestration.pipeline import USER_ERROR_EXIT
+from tasks.registry.store import Registry, RegistryError
+from tasks.files.tables import DataFileError
 from tasks.validate import ValidationFailed
 
 app = typer.Typer(help="tuneline: fine-tune pre-trained models with DVC stages and Prefect flows.", no_args_is_help=True)
@@ -45,12 +45,13 @@ def user_errors(fn):
 
 @stage.command("prepare")
 @user_errors
-def prepare_cmd(output: Path = typer.Option(..., help="canonical text,label parquet"),
+def prepare_cmd(output: Path = typer.Option(..., help="the task kind's canonical rows (parquet)"),
                 batches_dir: Path = typer.Option(Path("data/batches"), help="ingested batches (data.batches)"),
                 params: Path = PARAMS):
     from tasks import prepare
 
-    r = prepare.run(load_params(params).data, output, batches_dir)
+    cfg = load_params(params)
+    r = prepare.run(cfg.data, output, batches_dir, kind=cfg.task.kind)
     out.print(f"prepare: {r.rows_in} rows from {r.source} -> {r.rows_out} rows in {r.output}")
 
 
@@ -59,13 +60,16 @@ def prepare_cmd(output: Path = typer.Option(..., help="canonical text,label parq
 def validate_cmd(input: Path = typer.Option(...), output: Path = typer.Option(...),
                  quarantine: Path = typer.Option(..., help="CSV of rejected rows: row, rule, detail, text, label"),
                  report: Path = typer.Option(...), params: Path = PARAMS):
-    from tasks import prepare, validate
+    from tasks import validate
+    from tasks.kinds import get_kind
 
     cfg = load_params(params)
-    r = validate.run(cfg.data, cfg.validate_, input, output, quarantine, report,
-                     source=prepare.source_label(cfg.data))
+    kind = get_kind(cfg.task.kind)
+    r = validate.run(cfg.data, cfg.validate_, input, output, quarantine, report, source=kind.source_label(cfg.data),
+                     kind=kind)
     out.print(f"validate: {r.rows_in} rows in, {r.rows_accepted} accepted, {r.rows_quarantined} quarantined "
-              f"{r.quarantined_by_rule} (see {quarantine}); encoding flags {r.encoding_flags}; classes {r.class_counts}")
+              f"{r.quarantined_by_rule} (see {quarantine}); flags {r.encoding_flags or r.kind_flags}; "
+              f"classes {r.class_counts}")
 
 
 @stage.command("preprocess")
@@ -76,7 +80,8 @@ def preprocess_cmd(input: Path = typer.Option(...), output_dir: Path = typer.Opt
     from tasks import preprocess
 
     cfg = load_params(params)
-    r = preprocess.run(cfg.preprocess, cfg.train.model, input, output_dir, report, cfg.retrain.replay_share)
+    r = preprocess.run(cfg.preprocess, cfg.train.model, input, output_dir, report, cfg.retrain.replay_share,
+                       kind=cfg.task.kind)
     out.print(f"preprocess: splits {r.sizes}, labels {r.labels}, leakage removed {r.leakage_removed}, "
               f"augmented rows {r.augmented_rows}")
 
@@ -90,13 +95,15 @@ def train_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Optio
               params: Path = PARAMS):
     import sys
 
-    from tasks import distributed, train
+    from tasks import train
+    from tasks.engine import distributed
 
-    cfg = load_params(params).train
+    params_ = load_params(params)
+    cfg = params_.train
     code = distributed.relaunch_under_torchrun(cfg.processes, sys.argv[1:])
     if code is not None:  # the torchrun processes did the work
         raise typer.Exit(code)
-    r = train.run(cfg, input_dir, model_dir, metrics_dir, checkpoint_dir)
+    r = train.run(cfg, input_dir, model_dir, metrics_dir, checkpoint_dir, kind=params_.task.kind)
     if distributed.is_main():
         resumed = f"; resumed at step {r.resumed_from_step}" if r.resumed_from_step else ""
         out.print(f"train ({cfg.strategy}): best val macro-F1 {r.best_val_macro_f1:.4f} at epoch "
@@ -109,11 +116,14 @@ def train_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Optio
 def evaluate_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Option(...),
                  metrics: Path = typer.Option(...), plots_dir: Path = typer.Option(None), params: Path = PARAMS):
     from tasks import evaluate
+    from tasks.registry.card import BASELINES
 
     cfg = load_params(params)
-    m = evaluate.run(cfg.evaluate, input_dir, model_dir, metrics, plots_dir, seed=cfg.train.seed)
-    out.print(f"evaluate: model macro-F1 {m['model']['macro_f1']:.4f}, "
-              f"TF-IDF baseline {m['baseline_tfidf_logreg']['macro_f1']:.4f} on {m['n_test']} test rows")
+    m = evaluate.run(cfg.evaluate, input_dir, model_dir, metrics, plots_dir, seed=cfg.train.seed,
+                     base_model=cfg.train.model, kind=cfg.task.kind)
+    name, base = evaluate.baseline_of(m)
+    out.print(f"evaluate: model macro-F1 {m['model']['macro_f1']:.4f}, baseline ({BASELINES.get(name, name)}) "
+              f"macro-F1 {base['macro_f1']:.4f} on {m['n_test']} test rows")
 
 
 @stage.command("reference")
@@ -121,11 +131,11 @@ def evaluate_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Op
 def reference_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Option(...),
                   output: Path = typer.Option(..., help="reference profile (parquet) for drift monitoring"),
                   params: Path = PARAMS):
-    from tasks import profile
+    from tasks import reference
 
     cfg = load_params(params)
-    p = profile.run_reference(input_dir, model_dir, output, cfg.monitor.reference_rows, cfg.preprocess.seed,
-                              max_length=cfg.preprocess.max_length)
+    p = reference.run(input_dir, model_dir, output, cfg.monitor.reference_rows, cfg.preprocess.seed,
+                      max_length=cfg.preprocess.max_length, kind=cfg.task.kind)
     out.print(f"reference: {len(p)} training rows profiled (predictions, descriptors, embeddings) -> {output}")
 
 
@@ -184,15 +194,20 @@ def rollback_cmd(version: str = typer.Argument(..., help="version to restore, e.
 
 @app.command("predict")
 @user_errors
-def predict_cmd(input: Path = typer.Argument(..., help="CSV / Parquet / JSONL with a text column"),
+def predict_cmd(input: Path = typer.Argument(..., help="texts: CSV/Parquet/JSONL; tokens: the same, or CoNLL; "
+                                                     "images: a folder or a CSV/Parquet of paths"),
                 output: Path = typer.Option(..., "--output", "-o", help=".csv, .parquet or .jsonl"),
                 model: Path = typer.Option(Path("models/production"), help="model directory (HF format)"),
-                text_column: str = typer.Option("text"), batch_size: int = typer.Option(64),
+                column: Optional[str] = typer.Option(None, "--column", "--text-column",
+                                                     help="input column: text (default text), tokens or text "
+                                                          "(token kind), image path (default image)"),
+                batch_size: int = typer.Option(64),
                 int8: bool = typer.Option(False, help="dynamic int8 quantization on CPU: faster, slightly less accurate")):
-    """Label and per-class probabilities for every row, with the production model by default."""
+    """Predictions for every row with the production model by default: label + per-class probabilities (texts,
+    images), or entities with character spans (token classification)."""
     from tasks import predict
 
-    r = predict.run(input, output, model, text_column, batch_size, int8=int8)
+    r = predict.run(input, output, model, column, batch_size, int8=int8)
     out.print(f"predict: {r.rows} rows -> {r.output} (labels {r.labels})")
 
 
@@ -209,7 +224,7 @@ def check_params_cmd(params: Path = PARAMS):
 def run_cmd(project_dir: Path = typer.Option(Path("."), help="project root (holds dvc.yaml)"),
             set_: Optional[list[str]] = typer.Option(None, "--set", "-S", help="override, e.g. -S train.epochs=1")):
     """Run the `training` Prefect flow in this process (uses a running `tuneline serve` server if there is one)."""
-    from tasks import serving
+    from tasks.orchestration import serving
 
     load_params(project_dir / "params.yaml")  # fail before any work
     overrides = serving.parse_overrides(set_ or [])
@@ -225,11 +240,11 @@ def run_cmd(project_dir: Path = typer.Option(Path("."), help="project root (hold
 def ingest_cmd(path: Path = typer.Argument(..., help="a batch of new data: CSV / Parquet / JSONL, labelled or not"),
                project_dir: Path = typer.Option(Path("."))):
     """Validate a batch against the training schema and label set, and store it (DVC-versioned) if accepted."""
-    from tasks import monitor
-    from tasks.batches import BatchStore
-    from tasks.locking import project_lock
+    from tasks.monitoring import monitor
+    from tasks.monitoring.batches import BatchStore
+    from tasks.orchestration.locking import project_lock
     from tasks.paths import ProjectPaths
-    from tasks.pipeline import dvc_add
+    from tasks.orchestration.pipeline import dvc_add
 
     paths = ProjectPaths(project_dir.resolve())
     params = load_params(paths.params)
@@ -250,7 +265,8 @@ def monitor_cmd(files: Optional[list[Path]] = typer.Argument(None, help="batch f
                 drop_dir: Optional[Path] = typer.Option(None, help="default: data/incoming"),
                 retrain: bool = typer.Option(True, help="retrain in this process when the decision says so")):
     """Run the monitoring flow once, in this process (for scripts and plain cron), then retraining if decided."""
-    from tasks import monitor, serving
+    from tasks.monitoring import monitor
+    from tasks.orchestration import serving
 
     serving.use_running_server()
     from flows.monitoring import monitoring
@@ -273,7 +289,7 @@ def monitor_cmd(files: Optional[list[Path]] = typer.Argument(None, help="batch f
 def retrain_cmd(project_dir: Path = typer.Option(Path(".")),
                 force: bool = typer.Option(False, help="retrain even when no new labelled batch waits")):
     """Run the retraining flow once, in this process: pool the waiting labelled batches, retrain, gate."""
-    from tasks import serving
+    from tasks.orchestration import serving
 
     serving.use_running_server()
     from flows.retraining import retraining
@@ -293,7 +309,7 @@ def demo_batch_cmd(output: Path = typer.Argument(..., help="CSV to write, e.g. d
                    rows: int = typer.Option(1500), topics: str = typer.Option("other", help="other | same"),
                    labelled: bool = typer.Option(True), seed: int = typer.Option(7), params: Path = PARAMS):
     """Cut a batch of new tweets from the embedded corpus: other topics (drift) or the training topic (none)."""
-    from tasks import demo
+    from tasks.monitoring import demo
 
     path = demo.write_batch(load_params(params).data, output, rows, topics, seed, labelled)  # type: ignore[arg-type]
     out.print(f"demo-batch: {rows} {'labelled' if labelled else 'unlabelled'} tweets from {topics} topics -> {path}")
@@ -306,7 +322,7 @@ def serve_cmd(project_dir: Path = typer.Option(Path("."), help="project root (ho
               monitor_cron: str = typer.Option("0 * * * *", help="monitoring/scheduled (cron, server time zone)"),
               retrain_cron: str = typer.Option("0 3 * * *", help="retraining/nightly (cron)")):
     """Start a Prefect server on 127.0.0.1 (unless one answers) and serve the deployments."""
-    from tasks import serving
+    from tasks.orchestration import serving
 
     serving.serve(project_dir, port, detach, echo=out.print, crons=(monitor_cron, retrain_cron))
 
@@ -314,7 +330,7 @@ def serve_cmd(project_dir: Path = typer.Option(Path("."), help="project root (ho
 @app.command("stop")
 def stop_cmd(project_dir: Path = typer.Option(Path("."))):
     """Stop what `tuneline serve --detach` started (by PID)."""
-    from tasks import serving
+    from tasks.orchestration import serving
 
     out.print(serving.stop(project_dir))
 

@@ -19,15 +19,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+KINDS = ("text-classification", "token-classification", "image-classification")
+Kind = Literal["text-classification", "token-classification", "image-classification"]
+
+
+class TaskConfig(_Strict):
+    kind: Kind = Field("text-classification", description="what is learned (transformers' pipeline task names)")
+
+
 class DataConfig(_Strict):
-    path: Optional[str] = Field(None, description="CSV/Parquet/JSONL file; null = the embedded tweet corpus")
-    format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
+    path: Optional[str] = Field(None, description="file or folder; null = the task kind's embedded default data set")
+    format: Literal["auto", "csv", "parquet", "jsonl", "conll", "imagefolder"] = "auto"
     encoding: Optional[str] = Field(None, description="CSV/JSONL encoding; null = detect (latin-1 for the embedded corpus)")
     delimiter: Optional[str] = Field(None, description="CSV delimiter; null = detect among , ; tab |")
     max_bytes: Optional[int] = Field(2_000_000_000, ge=1, description="larger files are refused; null = no limit")
     max_rows: Optional[int] = Field(None, ge=1, description="files with more rows are refused; null = no limit")
     text_column: str = "text"
     label_column: str = "sentiment"
+    tokens_column: str = Field("tokens", description="token-classification: the column of word lists")
+    tags_column: str = Field("tags", description="token-classification: the column of BIO tag lists")
+    image_column: str = Field("image", description="image-classification: the column of image paths (CSV/Parquet)")
     include_pattern: Optional[str] = Field(
         AIRLINE_PATTERN, description="keep only rows whose text matches this regex (case-insensitive); null = all"
     )
@@ -46,6 +57,9 @@ class ValidateConfig(_Strict):
     encoding_action: Literal["report", "quarantine"] = Field(
         "report", description="rows with undecodable bytes or mojibake: count them, or quarantine them")
     max_quarantine_share: float = Field(0.5, ge=0, le=1, description="a larger share of quarantined rows fails")
+    min_image_side: int = Field(32, ge=1, description="image-classification: smaller images are quarantined")
+    image_mode_action: Literal["convert", "quarantine"] = Field(
+        "convert", description="image-classification: images not in RGB (alpha, grey, palette, CMYK): convert or quarantine")
 
 
 class AugmentConfig(_Strict):
@@ -61,7 +75,8 @@ class PreprocessConfig(_Strict):
     max_train_samples: Optional[int] = Field(None, ge=1)
     max_val_samples: Optional[int] = Field(None, ge=1)
     max_test_samples: Optional[int] = Field(None, ge=1)
-    max_length: int = Field(64, ge=8)
+    max_length: int = Field(64, ge=8, description="text and token kinds: tokens; longer inputs are truncated")
+    image_size: int = Field(224, ge=8, description="image-classification: square side the model sees (pixels)")
     batch_size: int = Field(1000, ge=1, description="texts per tokenizer call")
     augment: AugmentConfig = AugmentConfig()
 
@@ -105,6 +120,8 @@ class TrainConfig(_Strict):
     processes: Optional[int] = Field(
         None, ge=1, description="data-parallel processes (torchrun + DDP); null = one per CUDA device, 1 on CPU")
     compile: bool = Field(False, description="torch.compile the model (dynamic shapes; pays off on long GPU runs)")
+    image_augment: list[Literal["flip", "crop", "color"]] = Field(
+        ["flip", "crop", "color"], description="image-classification: random training-only transforms, per epoch")
 
 
 class EvaluateConfig(_Strict):
@@ -141,6 +158,7 @@ class RetrainConfig(_Strict):
 
 
 class Params(_Strict):
+    task: TaskConfig = TaskConfig()
     data: DataConfig = DataConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     preprocess: PreprocessConfig = PreprocessConfig()

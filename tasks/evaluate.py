@@ -1,8 +1,11 @@
-"""Stage `evaluate`: score the candidate on the test split beside a TF-IDF + logistic-regression baseline.
+"""Stage `evaluate`: score the candidate on the test split beside the kind's baseline, for any task kind.
 
-The baseline is trained on exactly the candidate's training rows and scored on the same test rows, so the
-comparison in reports/metrics.json is like for like. Confusion matrix and reliability curve go to reports/eval/
-as DVC plots (dvclive); calibration (ECE) and optional per-slice metrics go beside the headline figures.
+The baseline (TF-IDF + logistic regression for text; a word-to-tag dictionary for tokens; logistic regression on the
+frozen pre-trained backbone's features for images) is trained on exactly the candidate's training rows and scored on
+the same test rows, so the comparison in reports/metrics.json is like for like. Every kind's scores share one shape
+(accuracy, macro_f1, weighted_f1, per_class), which is what the gate, the registry and the model card read.
+Confusion matrix and reliability curve go to reports/eval/ as DVC plots (dvclive); calibration (ECE), scores per
+origin (old test rows, each batch's holdout) and optional per-slice metrics go beside the headline figures.
 """
 from __future__ import annotations
 
@@ -12,35 +15,16 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
-from sklearn.pipeline import make_pipeline
 
-from tasks.batching import TokenizedSplit
 from tasks.config import EvaluateConfig
+from tasks.files.tables import write_text
+from tasks.kinds import get_kind
+from tasks.kinds.base import ORIGIN, Kind
 from tasks.predict import Predictor
-from tasks.prepare import ORIGIN
-from tasks.tables import write_text
 
 
-def scores(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
-    report = classification_report(y_true, y_pred, labels=list(range(len(labels))), target_names=labels,
-                                   output_dict=True, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=list(range(len(labels))), zero_division=0)),
-        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", labels=list(range(len(labels))),
-                                      zero_division=0)),
-        "per_class": {name: {k: float(report[name][k]) for k in ("precision", "recall", "f1-score", "support")}
-                      for name in labels},
-    }
-
-
-def reliability(y_true: np.ndarray, probs: np.ndarray, n_bins: int) -> tuple[float, list[dict]]:
+def reliability(correct: np.ndarray, conf: np.ndarray, n_bins: int) -> tuple[float, list[dict]]:
     """Expected calibration error over equal-width confidence bins, and the curve's points."""
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y_true
     edges = np.linspace(0, 1, n_bins + 1)
     which = np.clip(np.digitize(conf, edges[1:-1]), 0, n_bins - 1)
     ece, points = 0.0, []
@@ -54,63 +38,66 @@ def reliability(y_true: np.ndarray, probs: np.ndarray, n_bins: int) -> tuple[flo
     return float(ece), points
 
 
-def baseline_predictions(train_text: pd.Series, train_y: np.ndarray, test_text: pd.Series, cfg: EvaluateConfig,
-                         seed: int) -> np.ndarray:
-    pipe = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1, max_features=cfg.baseline_max_features),
-        LogisticRegression(max_iter=2000, C=4.0, random_state=seed),
-    )
-    pipe.fit(train_text, train_y)
-    return pipe.predict(test_text)
-
-
-def scores_by_origin(test: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
+def scores_by_origin(kind: Kind, test: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray,
+                     labels: list[str]) -> dict:
     """The old test rows ("source") and each pooled batch's holdout, scored apart: the gate checks each."""
     if ORIGIN not in test.columns:
         return {}
-    return {str(origin): {**scores(y_true[idx], y_pred[idx], labels), "rows": len(idx)}
+    return {str(origin): {**kind.scores(y_true[idx], y_pred[idx], labels), "rows": len(idx)}
             for origin, idx in test.groupby(ORIGIN, sort=True).indices.items()}
 
 
-def slice_scores(test: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str],
+def slice_scores(kind: Kind, test: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str],
                  cfg: EvaluateConfig) -> Optional[dict]:
     if not cfg.slice_column or cfg.slice_column not in test.columns:
         return None
     out = {}
     for value, idx in test.groupby(cfg.slice_column).indices.items():
         if len(idx) >= cfg.min_slice_rows:
-            s = scores(y_true[idx], y_pred[idx], labels)
+            s = kind.scores(y_true[idx], y_pred[idx], labels)
             out[str(value)] = {"rows": len(idx), "accuracy": s["accuracy"], "macro_f1": s["macro_f1"]}
     return out
 
 
 def run(cfg: EvaluateConfig, processed_dir: str | Path, model_dir: str | Path, metrics_path: str | Path,
-        plots_dir: Optional[str | Path] = None, seed: int = 0) -> dict:
+        plots_dir: Optional[str | Path] = None, seed: int = 0, base_model: str = "default",
+        kind: Kind | str = "text-classification") -> dict:
+    kind = get_kind(kind)
     processed = Path(processed_dir)
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
-    test_df = pd.read_parquet(processed / "test.parquet")
-    test = TokenizedSplit.from_frame(test_df)
-    probs = Predictor(model_dir, batch_size=cfg.batch_size).split_probabilities(test, desc="evaluate")
-    model_pred = probs.argmax(-1)
+    test = kind.read_split(processed / "test.parquet")
+    predicted = Predictor(model_dir, batch_size=cfg.batch_size).predict(test, desc="evaluate")
+    y_true, y_pred = kind.truth(test), predicted.rows
 
-    train_df = pd.read_parquet(processed / "train.parquet", columns=["text", "label_id"])
-    base_pred = baseline_predictions(train_df["text"], train_df["label_id"].to_numpy(), test_df["text"], cfg, seed)
+    train = kind.read_split(processed / "train.parquet")
+    base_pred = kind.baseline(train, test, labels, cfg, seed, base_model)
 
-    ece, curve = reliability(test.labels, probs, cfg.calibration_bins)
-    metrics = {"n_test": len(test), "n_train": len(train_df),
-               "model": {**scores(test.labels, model_pred, labels), "expected_calibration_error": ece},
-               "baseline_tfidf_logreg": scores(test.labels, base_pred, labels)}
-    metrics["macro_f1_gain_over_baseline"] = metrics["model"]["macro_f1"] - metrics["baseline_tfidf_logreg"]["macro_f1"]
+    # Calibration and the confusion matrix read the kind's units: rows, or words for token classification.
+    unit_true = kind.unit_truth(test, predicted)
+    unit_pred = np.array(labels, dtype=object)[predicted.unit_probs.argmax(axis=1)]
+    ece, curve = reliability(unit_true == unit_pred, predicted.unit_probs.max(axis=1), cfg.calibration_bins)
+    metrics = {"n_test": len(test), "n_train": len(train),
+               "model": {**kind.scores(y_true, y_pred, labels), "expected_calibration_error": ece},
+               kind.baseline_name: kind.scores(y_true, base_pred, labels), "baseline_name": kind.baseline_name}
+    metrics["macro_f1_gain_over_baseline"] = metrics["model"]["macro_f1"] - metrics[kind.baseline_name]["macro_f1"]
+    from sklearn.metrics import confusion_matrix
+
     metrics["confusion_matrix"] = {"labels": labels, "rows_actual_cols_predicted":
-                                   confusion_matrix(test.labels, model_pred, labels=range(len(labels))).tolist()}
-    metrics["by_origin"] = scores_by_origin(test_df, test.labels, model_pred, labels)
-    slices = slice_scores(test_df, test.labels, model_pred, labels, cfg)
+                                   confusion_matrix(unit_true, unit_pred, labels=labels).tolist()}
+    metrics["by_origin"] = scores_by_origin(kind, test, y_true, y_pred, labels)
+    slices = slice_scores(kind, test, y_true, y_pred, labels, cfg)
     if slices is not None:
         metrics["slices"] = {cfg.slice_column: slices}
     write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", metrics_path)
     if plots_dir is not None:
-        write_plots(plots_dir, [labels[i] for i in test.labels], [labels[i] for i in model_pred], curve)
+        write_plots(plots_dir, list(unit_true), list(unit_pred), curve)
     return metrics
+
+
+def baseline_of(metrics: dict) -> tuple[str, dict]:
+    """The baseline's name and scores in an evaluate report (reports written before kinds: TF-IDF)."""
+    name = metrics.get("baseline_name", "baseline_tfidf_logreg")
+    return name, metrics[name]
 
 
 def write_plots(plots_dir: str | Path, actual: list[str], predicted: list[str], curve: list[dict]) -> None:

@@ -1,7 +1,9 @@
-"""Batch prediction with a saved model: label and per-class probabilities for every row of a CSV/Parquet/JSONL file.
+"""Batch prediction with a saved model of any task kind, and the loaded-model object the other stages share.
 
-Length-bucketed batches under inference mode; rows come back in input order. Truncation follows the tokenizer's
-model_max_length, as `transformers.pipeline(..., truncation=True)` does, so both give the same labels.
+The model directory says which kind made it (tuneline.json); the kind reads the input (texts, word lists, image
+paths), predicts in batches under inference mode, and names the output columns (label and per-class probabilities;
+entities with character spans; label and probabilities per image). Rows come back in input order. Text truncation
+follows the tokenizer's model_max_length, as `transformers.pipeline(..., truncation=True)` does.
 """
 from __future__ import annotations
 
@@ -12,11 +14,10 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from tasks.batching import TokenizedSplit, pick_device, predict_outputs, predict_proba
-from tasks.preprocess import tokenize
-from tasks.tables import SUFFIX_FORMATS, DataFileError, csv_text, read_table, write_parquet, write_text
-
-PROB_PREFIX = "prob_"
+from tasks.engine.batching import pick_device
+from tasks.files.tables import SUFFIX_FORMATS, DataFileError, csv_text, write_parquet, write_text
+from tasks.kinds import kind_of_model
+from tasks.kinds.base import Predicted
 
 
 @dataclass(frozen=True)
@@ -27,51 +28,52 @@ class PredictResult:
 
 
 class Predictor:
-    """A loaded model + tokenizer that turns texts into class probabilities."""
+    """A loaded model and its processor (tokenizer or image processor), with its kind's way of predicting."""
 
     def __init__(self, model_dir: str | Path, max_length: Optional[int] = None, batch_size: int = 64,
                  num_threads: Optional[int] = None, int8: bool = False):
         import torch
-        from transformers import AutoTokenizer
 
-        from tasks.modeling import load_classifier
+        from tasks.engine.modeling import load_classifier
 
         if num_threads:
             torch.set_num_threads(num_threads)
+        self.kind = kind_of_model(model_dir)
         self.device = pick_device()
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, use_fast=True)
-        self.model = load_classifier(model_dir).to(self.device)
+        self.processor = self.kind.load_processor(str(model_dir))
+        self.model = load_classifier(model_dir, self.kind.auto_class).to(self.device)
         if int8:  # dynamic int8 Linear layers: faster on CPU, at a small accuracy cost (see benchmarks/)
             self.model = torch.ao.quantization.quantize_dynamic(self.model.cpu(), {torch.nn.Linear}, dtype=torch.qint8)
             self.device = torch.device("cpu")
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
-        limit = self.tokenizer.model_max_length
-        self.max_length = max_length or (limit if limit and limit < 100_000 else 512)
+        self.max_length = max_length
         self.batch_size = batch_size
 
+    @property
+    def tokenizer(self):
+        return self.processor
+
+    def predict(self, frame: pd.DataFrame, embeddings: bool = False, desc: str = "predict") -> Predicted:
+        """Canonical rows (text | tokens | image) -> predictions as label names, unit probabilities, embeddings."""
+        return self.kind.predict(self.model, self.processor, frame, self.labels, self.batch_size, self.device,
+                                 embeddings=embeddings, desc=desc, max_length=self.max_length)
+
     def probabilities(self, texts: list[str], desc: str = "predict") -> np.ndarray:
-        if not texts:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self.split_probabilities(self.tokenized(texts, desc), desc)
+        """Per-row class probabilities for texts (text classification)."""
+        return self.predict(pd.DataFrame({"text": texts}), desc=desc).unit_probs
 
-    def tokenized(self, texts: list[str], desc: str = "predict") -> TokenizedSplit:
-        ids = [x.astype(np.int64) for x in tokenize(texts, self.tokenizer, self.max_length, 1000, desc)]
-        return TokenizedSplit(ids, np.zeros(len(ids), dtype=np.int64), np.array([len(x) for x in ids]))
+    def profile(self, frame: pd.DataFrame, desc: str = "profile") -> pd.DataFrame:
+        """Drift profile rows (descriptors, predictions, confidence, embeddings) for canonical rows."""
+        return self.profile_and_live(frame, desc)[0]
 
-    def probabilities_and_embeddings(self, texts: list[str], desc: str = "profile") -> tuple[np.ndarray, np.ndarray]:
-        """Class probabilities and the model's mean-pooled text embeddings, in one pass (for drift monitoring)."""
-        return predict_outputs(self.model, self.tokenized(texts, desc), self.tokenizer.pad_token_id or 0,
-                               self.batch_size, self.device, desc, embeddings=True)
-
-    def split_probabilities(self, split: TokenizedSplit, desc: str = "predict") -> np.ndarray:
-        """For rows already tokenized with this model's tokenizer (preprocess output)."""
-        return predict_proba(self.model, split, self.tokenizer.pad_token_id or 0, self.batch_size, self.device, desc)
-
-
-def read_input(path: Path) -> pd.DataFrame:
-    if path.exists() and path.stat().st_size == 0:
-        return pd.DataFrame()  # an empty file predicts to an empty output
-    return read_table(path)
+    def profile_and_live(self, frame: pd.DataFrame, desc: str = "profile") -> tuple[pd.DataFrame, Optional[dict]]:
+        """The profile, and on labelled rows the model's scores as its kind measures them (one pass)."""
+        frame = frame.reset_index(drop=True)
+        predicted = self.predict(frame, embeddings=True, desc=desc)
+        live = None
+        if self.kind.is_labelled(frame):
+            live = self.kind.scores(self.kind.truth(frame), predicted.rows, self.labels)
+        return self.kind.profile(predicted, frame, self.labels, self.processor), live
 
 
 def write_output(df: pd.DataFrame, path: Path) -> None:
@@ -86,19 +88,17 @@ def write_output(df: pd.DataFrame, path: Path) -> None:
         raise DataFileError(f"{path}: unknown output format {path.suffix!r}; use .csv, .parquet or .jsonl")
 
 
-def run(input_path: str | Path, output_path: str | Path, model_dir: str | Path, text_column: str = "text",
+def run(input_path: str | Path, output_path: str | Path, model_dir: str | Path, column: Optional[str] = None,
         batch_size: int = 64, max_length: Optional[int] = None, int8: bool = False) -> PredictResult:
     input_path, output_path = Path(input_path), Path(output_path)
-    df = read_input(input_path)
-    if len(df.columns) and text_column not in df.columns:
-        raise DataFileError(f"{input_path}: text column {text_column!r} is missing; columns present: "
-                            f"{', '.join(map(str, df.columns))} (use --text-column)")
+    if not Path(model_dir).exists():
+        raise FileNotFoundError(f"{model_dir}: no model here (train and promote one first: tuneline run)")
+    kind = kind_of_model(model_dir)
+    df = kind.read_predict_input(input_path, column)
     predictor = Predictor(model_dir, max_length, batch_size, int8=int8)
-    texts = df[text_column].astype(str).tolist() if len(df) else []
-    probs = predictor.probabilities(texts)
-    out = df.copy() if len(df.columns) else pd.DataFrame({text_column: pd.Series(dtype=str)})
-    out["label"] = [predictor.labels[i] for i in probs.argmax(axis=1)] if len(probs) else pd.Series(dtype=str)
-    for i, name in enumerate(predictor.labels):
-        out[f"{PROB_PREFIX}{name}"] = probs[:, i] if len(probs) else pd.Series(dtype=np.float32)
-    write_output(out, output_path)
+    predicted = predictor.predict(df)
+    out = df.copy()
+    for name, values in kind.prediction_columns(predicted, predictor.labels, df).items():
+        out[name] = values
+    write_output(out.drop(columns=df.attrs.get("internal", [])), output_path)
     return PredictResult(rows=len(out), output=output_path, labels=predictor.labels)

@@ -13,14 +13,15 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from tasks import gate, lineage
-from tasks.assets import resolve_model
-from tasks.card import model_card
 from tasks.config import Params
-from tasks.evaluate import scores, scores_by_origin
-from tasks.prepare import SOURCE_ORIGIN, source_label
+from tasks.evaluate import baseline_of, scores_by_origin
+from tasks.files.assets import resolve_model
+from tasks.kinds import get_kind
+from tasks.kinds.base import SOURCE_ORIGIN, Kind
 from tasks.predict import Predictor
-from tasks.registry import Registry, now
+from tasks.registry import gate, lineage
+from tasks.registry.card import model_card
+from tasks.registry.store import Registry, now
 
 REFERENCE_FILE = "reference_profile.parquet"  # monitoring compares new batches with the production model's profile
 
@@ -39,13 +40,9 @@ class PromotionResult:
     unchanged: bool = False  # the candidate is already production: nothing was gated or recorded
 
 
-def predictions_of(model_dir: Path, texts: list[str], labels: list[str], max_length: int,
-                   batch_size: int) -> np.ndarray:
-    """A saved model's predictions as indices into `labels`, tokenized with its own tokenizer; labels matched by name."""
-    predictor = Predictor(model_dir, max_length, batch_size)
-    probs = predictor.probabilities(texts, desc="score production")
-    index = {name: i for i, name in enumerate(labels)}
-    return np.array([index.get(predictor.labels[k], -1) for k in probs.argmax(axis=1)])
+def predictions_of(model_dir: Path, kind: Kind, test: pd.DataFrame, max_length: int, batch_size: int) -> np.ndarray:
+    """A saved model's predictions as label names, encoded with its own processor (labels are matched by name)."""
+    return Predictor(model_dir, max_length, batch_size).predict(kind.raw(test), desc="score production").rows
 
 
 def test_sets(candidate: dict, production: dict, pool: list[str]) -> dict[str, tuple[dict, dict]]:
@@ -88,20 +85,21 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
         return PromotionResult(seen["version"], False, [why], parent, summary(candidate), None,
                                params.promote.metric, unchanged=True)
     production, sets = None, {}
+    kind = get_kind(params.task.kind)
     if parent is not None:
-        test = pd.read_parquet(processed / "test.parquet")
-        y_pred = predictions_of(registry.production, test["text"].tolist(), labels, params.preprocess.max_length,
+        test = kind.read_split(processed / "test.parquet")
+        y_pred = predictions_of(registry.production, kind, test, params.preprocess.max_length,
                                 params.evaluate.batch_size)
-        y_true = test["label_id"].to_numpy()
-        production = scores(y_true, y_pred, labels)
-        sets = test_sets(evaluation.get("by_origin", {}), scores_by_origin(test, y_true, y_pred, labels),
+        y_true = kind.truth(test)
+        production = kind.scores(y_true, y_pred, labels)
+        sets = test_sets(evaluation.get("by_origin", {}), scores_by_origin(kind, test, y_true, y_pred, labels),
                          params.data.batches)
     decision = gate.decide(candidate, production, params.promote, sets)
     record = {
         "version": registry.next_version(), "created": now(), "parent": parent, "weights_sha256": fingerprint,
-        "base_model": params.train.model if params.train.model != "default" else
-        f"sentence-transformers/all-MiniLM-L6-v2 (packaged: {Path(resolve_model('default')).name})",
-        "data_source": source_label(params.data), "data": lineage.data_hashes(project_dir),
+        "kind": kind.name, "base_model": params.train.model if params.train.model != "default" else
+        f"{kind.default_model_name} (packaged: {Path(resolve_model('default', kind.name)).name})",
+        "data_source": kind.source_label(params.data), "data": lineage.data_hashes(project_dir),
         "code": lineage.code_commit(project_dir), "params": params.model_dump(by_alias=True),
         "metrics": {**summary(candidate), "n_test": evaluation["n_test"]},
         "compared_with": {"version": parent, "metrics": summary(production)},
@@ -110,7 +108,7 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
     }
     if decision.promote:
         extra = {REFERENCE_FILE: reference_profile} if reference_profile and reference_profile.exists() else None
-        registry.promote(Path(candidate_dir), record, model_card(record, evaluation.get("baseline_tfidf_logreg")), extra)
+        registry.promote(Path(candidate_dir), record, model_card(record, *baseline_of(evaluation)), extra)
     else:
         registry.reject(record)
     return PromotionResult(record["version"], decision.promote, decision.reasons, registry.production_version(),

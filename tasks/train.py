@@ -1,202 +1,35 @@
-"""Stage `train`: fine-tune a pre-trained encoder with a new head for the data's label set.
+"""Stage `train`: fine-tune a pre-trained model with a new head for the data's label set, for any task kind.
 
-Strategies (full, head, gradual, lora) and layer-wise rates come from tasks/strategies.py; length-bucketed batches
-from tasks/batching.py; resumable checkpoints from tasks/checkpoint.py; DDP from tasks/distributed.py.
-Early stopping on validation macro-F1 keeps the best epoch's weights.
-Imports only torch/transformers/numpy/sklearn at module level so it runs on a bare GPU box (see DESIGN.md).
+The kind supplies the model class, the processor (tokenizer or image processor), the split the engine reads and the
+validation scores; the engine (tasks/engine/) runs the loop with the seed practices as switches. Early stopping on
+validation macro-F1 keeps the best epoch's weights.
 """
 from __future__ import annotations
 
 import json
-import math
-import os
-import random
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
-import numpy as np
-import torch
-from sklearn.metrics import accuracy_score, f1_score
-from tqdm.auto import tqdm
-
-from tasks import checkpoint, distributed
-from tasks.batching import TokenizedSplit, bucketed_batches, iterate, pick_device, predict_proba
 from tasks.config import TrainConfig
-from tasks.modeling import add_lora, load_model, save_classifier
-from tasks.strategies import build_param_groups, frozen_groups, named_groups, set_frozen, trainable
+from tasks.engine import checkpoint, distributed
+from tasks.engine.loop import StepCallback, TrainResult, fit, seed_everything
+from tasks.engine.modeling import add_lora, load_model, save_classifier
+from tasks.files.assets import resolve_model
+from tasks.kinds import get_kind
+from tasks.kinds.base import Kind
 
-StepCallback = Callable[[int], None]
-
-
-@dataclass
-class TrainResult:
-    model_dir: str
-    best_epoch: int
-    best_val_macro_f1: float
-    epochs_run: int
-    stopped_early: bool
-    train_seconds: float
-    samples_per_s: float
-    tokens_per_s: float
-    device: str
-    world_size: int = 1
-    resumed_from_step: int = 0
-    trainable_params: int = 0
-    history: list[dict] = field(default_factory=list)
+__all__ = ["run", "fit", "TrainResult", "build_model"]
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def lr_lambda(kind: str, warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = (step - warmup) / max(1, total - warmup)
-        if kind == "linear":
-            return max(0.0, 1.0 - progress)
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
-    return f
-
-
-def class_weight_tensor(kind: str, labels: np.ndarray, n_classes: int) -> Optional[torch.Tensor]:
-    if kind == "none":
-        return None
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    weights = len(labels) / (n_classes * np.maximum(counts, 1))
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def evaluate_split(model, split: TokenizedSplit, pad_id: int, batch_size: int, device: torch.device) -> dict:
-    pred = predict_proba(model, split, pad_id, batch_size, device, desc="validate").argmax(-1)
-    return {"val_macro_f1": float(f1_score(split.labels, pred, average="macro")),
-            "val_accuracy": float(accuracy_score(split.labels, pred))}
-
-
-def batches_per_epoch(n_rows: int, batch_size: int, world: int) -> int:
-    return len(distributed.shard(bucketed_batches(np.zeros(n_rows, dtype=np.int64), batch_size,
-                                                  np.random.default_rng(0)), 0, world))
-
-
-def configure_cpu_threads(cfg: TrainConfig, world: int) -> None:
-    # Several processes on one CPU share its cores; oversubscription makes every one of them slower.
-    torch.set_num_threads(cfg.num_threads or max(1, (os.cpu_count() or 1) // world))
-
-
-def fit(model, train: TokenizedSplit, val: TokenizedSplit, pad_id: int, cfg: TrainConfig,
-        checkpoint_path: Optional[Path] = None, on_step_end: Optional[StepCallback] = None) -> tuple[dict, TrainResult]:
-    """Train in place; returns the best state dict (by val macro-F1) and the run summary.
-
-    With checkpoint_path, the loop saves its whole state every `checkpoint_every_steps` steps and after every epoch,
-    and a rerun resumes from there, ending with the same weights as an uninterrupted run (same seed, CPU).
-    """
-    seed_everything(cfg.seed)
-    rank, world = distributed.rank_and_world()
-    device = distributed.init(pick_device(cfg.device))
-    if device.type == "cpu":
-        configure_cpu_threads(cfg, world)
-    model.to(device)
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    # Fused AdamW runs on CPU too: one vectorised pass instead of a loop over tensors, which cut
-    # clip + optimizer step from 0.15 s to 0.04 s per MiniLM batch on the 2-core CI machine.
-    optimizer = torch.optim.AdamW(build_param_groups(model, cfg.learning_rate, cfg.weight_decay, cfg.layer_lr_decay),
-                                  lr=cfg.learning_rate, fused=device.type in ("cuda", "cpu"))
-    group_names = [name for name, _ in named_groups(model)]
-    total = batches_per_epoch(len(train), cfg.batch_size, world) * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.scheduler, int(cfg.warmup_ratio * total),
-                                                                       total))
-    weight = class_weight_tensor(cfg.class_weights, train.labels, model.config.num_labels)
-    weight = weight.to(device) if weight is not None else None
-
-    loop, best_state = checkpoint.LoopState(), None
-    restored = checkpoint.load(checkpoint_path, model, optimizer, scheduler)
-    if restored is not None:
-        loop, best_state = restored
-    resumed_from = loop.global_step
-    writes_checkpoints = checkpoint_path is not None and rank == 0
-
-    def save_checkpoint() -> None:
-        if writes_checkpoints:
-            checkpoint.save(checkpoint_path, model, optimizer, scheduler, loop, best_state)
-
-    rng = np.random.default_rng(cfg.seed)
-    while not loop.stopped and loop.epoch <= cfg.epochs:
-        epoch = loop.epoch
-        if loop.rng_epoch_start is None:
-            loop.rng_epoch_start = rng.bit_generator.state
-        rng.bit_generator.state = loop.rng_epoch_start  # a resumed epoch draws the same batches again
-        set_frozen(optimizer, frozen_groups(cfg.strategy, epoch, group_names, cfg.unfreeze_layers_per_epoch))
-        forward = distributed.wrap(model, device)
-        if cfg.compile:
-            forward = torch.compile(forward, dynamic=True)
-        model.train()
-        batches = distributed.shard(bucketed_batches(train.lengths, cfg.batch_size, rng), rank, world)
-        t0 = time.perf_counter()
-        todo = batches[loop.step_in_epoch:]
-        bar = tqdm(iterate(train, todo, pad_id), total=len(todo), desc=f"train epoch {epoch}/{cfg.epochs}",
-                   unit="batch", **({"disable": True} if rank else {}))  # an explicit False would override TQDM_DISABLE
-        for idx, ids, mask in bar:
-            labels = torch.from_numpy(train.labels[idx]).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = forward(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels, weight=weight,
-                                                     label_smoothing=cfg.label_smoothing)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loop.loss_sum += loss.item() * len(idx)
-            loop.samples += len(idx) * world
-            loop.tokens += int(mask.sum()) * world
-            loop.step_in_epoch += 1
-            loop.global_step += 1
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if cfg.checkpoint_every_steps and loop.global_step % cfg.checkpoint_every_steps == 0:
-                loop.train_seconds += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                save_checkpoint()
-            if on_step_end:
-                on_step_end(loop.global_step)
-        loop.train_seconds += time.perf_counter() - t0
-        # Every process scores the whole (small) validation split, so all reach the same early-stopping decision.
-        rows = sum(len(b) for b in batches)
-        record = {"epoch": epoch, "train_loss": loop.loss_sum / max(1, rows),
-                  **evaluate_split(model, val, pad_id, 2 * cfg.batch_size, device)}
-        loop.history.append({**record, "trainable": trainable(optimizer)})
-        if record["val_macro_f1"] > loop.best_f1:
-            loop.best_f1, loop.best_epoch, loop.since_best = record["val_macro_f1"], epoch, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            loop.since_best += 1
-            loop.stopped = loop.since_best >= cfg.early_stopping_patience
-        loop.epoch, loop.step_in_epoch, loop.loss_sum, loop.rng_epoch_start = epoch + 1, 0, 0.0, None
-        save_checkpoint()
-    distributed.shutdown()
-    epochs_run = len(loop.history)
-    result = TrainResult(
-        model_dir="", best_epoch=loop.best_epoch, best_val_macro_f1=loop.best_f1, epochs_run=epochs_run,
-        stopped_early=epochs_run < cfg.epochs, train_seconds=loop.train_seconds,
-        samples_per_s=loop.samples / max(loop.train_seconds, 1e-9),
-        tokens_per_s=loop.tokens / max(loop.train_seconds, 1e-9), device=str(device), world_size=world,
-        resumed_from_step=resumed_from, history=loop.history,
-        trainable_params=sum(p.numel() for g in optimizer.param_groups for p in g["params"]),
-    )
-    return best_state, result
-
-
-def build_model(cfg: TrainConfig, labels: list[str]):
-    model, tokenizer = load_model(cfg.model, labels, cfg.dropout)
+def build_model(cfg: TrainConfig, labels: list[str], kind: Kind | str = "text-classification"):
+    """The pre-trained body with a new head for `labels`, its processor, and LoRA adapters if asked for."""
+    kind = get_kind(kind)
+    path = resolve_model(cfg.model, kind.name)
+    model = load_model(path, labels, cfg.dropout, kind.auto_class)
     if cfg.strategy == "lora":
-        model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
-    return model, tokenizer
+        model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules, kind.peft_task)
+    return model, kind.load_processor(path)
 
 
 def checkpoint_file(cfg: TrainConfig, processed: Path, checkpoint_dir: Optional[str | Path]) -> Optional[Path]:
@@ -223,19 +56,24 @@ def log_metrics(metrics_dir: str | Path, result: TrainResult) -> None:
 
 
 def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metrics_dir: str | Path,
-        checkpoint_dir: Optional[str | Path] = None, on_step_end: Optional[StepCallback] = None) -> TrainResult:
+        checkpoint_dir: Optional[str | Path] = None, on_step_end: Optional[StepCallback] = None,
+        kind: Kind | str = "text-classification") -> TrainResult:
+    kind = get_kind(kind)
     processed = Path(processed_dir)
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
-    train, val = TokenizedSplit.read(processed / "train.parquet"), TokenizedSplit.read(processed / "val.parquet")
     seed_everything(cfg.seed)  # the new head's initialisation depends on it
-    model, tokenizer = build_model(cfg, labels)
+    model, processor = build_model(cfg, labels, kind)
+    train = kind.split(kind.read_split(processed / "train.parquet"), processor, cfg)
+    val_frame = kind.read_split(processed / "val.parquet")
+    validate = kind.validator(val_frame, processor, labels)
     ck = checkpoint_file(cfg, processed, checkpoint_dir)
-    best_state, result = fit(model, train, val, tokenizer.pad_token_id or 0, cfg, ck, on_step_end)
+    best_state, result = fit(model, train, validate, cfg, ck, on_step_end)
     result.model_dir = str(model_dir)
     if not distributed.is_main():
         return result
     log_metrics(metrics_dir, result)
     model.load_state_dict(best_state)
-    save_classifier(model.to("cpu"), tokenizer, model_dir, cfg.model, merge_lora=cfg.lora.save == "merged")
+    save_classifier(model.to("cpu"), processor, model_dir, resolve_model(cfg.model, kind.name),
+                    merge_lora=cfg.lora.save == "merged", kind=kind.name)
     checkpoint.discard(ck)  # the model is saved: the run is complete and needs no resuming
     return result

@@ -13,12 +13,10 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from tasks import quality
 from tasks.config import DataConfig, ValidateConfig
-from tasks.prepare import LABEL, ROW, TEXT
-from tasks.tables import csv_text, write_parquet, write_text
-
-QUARANTINE_COLUMNS = [ROW, "rule", "detail", TEXT, LABEL]
+from tasks.files.tables import csv_text, write_parquet, write_text
+from tasks.kinds import get_kind
+from tasks.kinds.base import ROW, Kind
 
 
 class ValidationFailed(ValueError):
@@ -37,6 +35,7 @@ class ValidationReport:
     class_balance: dict[str, float] = field(default_factory=dict)
     length: dict = field(default_factory=dict)
     latin_letter_share: float = 1.0
+    kind_flags: dict = field(default_factory=dict)  # what a kind counted without quarantining (e.g. converted images)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -49,111 +48,105 @@ class Outcome:
     report: ValidationReport
 
 
-def _require_columns(df: pd.DataFrame, data_cfg: DataConfig, source: str, labelled: bool) -> None:
-    needed = [(TEXT, "data.text_column", data_cfg.text_column)]
-    if labelled:
-        needed.append((LABEL, "data.label_column", data_cfg.label_column))
-    for canonical, key, configured in needed:
+class RuleMarker:
+    """Each row gets the first rule it breaks (rule + detail); the kind's rules call it in their order."""
+
+    def __init__(self, index: pd.Index, rows: pd.Series):
+        self.rows = rows
+        self.rule = pd.Series("", index=index, dtype=object)
+        self.detail = pd.Series("", index=index, dtype=object)
+
+    @property
+    def live(self) -> pd.Series:
+        return self.rule == ""
+
+    def __call__(self, mask: pd.Series, name: str, why) -> None:
+        hit = mask & self.live
+        self.rule[hit] = name
+        self.detail[hit] = why[hit] if isinstance(why, pd.Series) else why
+
+    def conflicting(self, key: pd.Series, label: pd.Series) -> None:
+        """Every copy of a key (a normalized text, say) seen with different labels."""
+        live = self.live
+        n_labels = label[live].groupby(key[live]).transform("nunique")
+        self(live & (n_labels.reindex(key.index, fill_value=1) > 1), "conflicting_label",
+             "the same (normalized) text appears with different labels")
+
+    def duplicates(self, key: pd.Series, name: str, template: str) -> None:
+        """Rows whose key repeats an earlier live row's; the detail names that row ({first})."""
+        live = self.live
+        dup = live & key.where(live).duplicated(keep="first")
+        first = key[live].map(self.rows[live].groupby(key[live], sort=False).first()).reindex(key.index)
+        before, _, after = template.partition("{first}")
+        self(dup, name, before + first.astype("Int64").astype(str) + after)
+
+
+def _require_columns(df: pd.DataFrame, kind: Kind, data_cfg: DataConfig, source: str, labelled: bool) -> None:
+    for canonical, key, configured in kind.required_columns(data_cfg, labelled):
         if canonical not in df.columns:
             present = ", ".join(str(c) for c in df.columns if c != ROW) or "none"
             raise ValidationFailed(f"{source}: required column {configured!r} ({key}) is missing; "
                                    f"columns present: {present}")
 
 
-def _first_occurrence_rows(keys: pd.Series, rows: pd.Series) -> pd.Series:
-    """For each row, the source row number of the first row with the same key."""
-    return keys.map(rows.groupby(keys, sort=False).first())
-
-
 def check(df: pd.DataFrame, data_cfg: DataConfig, cfg: ValidateConfig, source: str,
-          known_labels: Optional[Iterable[str]] = None, labelled: bool = True, require_classes: bool = True) -> Outcome:
+          known_labels: Optional[Iterable[str]] = None, labelled: bool = True, require_classes: bool = True,
+          kind: Kind | str = "text-classification") -> Outcome:
     """Pure check of one dataset or batch. known_labels: the allowed label set (a batch: the training labels).
 
-    require_classes: a training set needs two classes or more; a batch of new data may hold one.
+    require_classes: a training set needs its kind's minimum of classes; a batch of new data may hold one.
     """
-    _require_columns(df, data_cfg, source, labelled)
+    kind = get_kind(kind)
+    _require_columns(df, kind, data_cfg, source, labelled)
     if len(df) == 0:
         raise ValidationFailed(f"{source}: the file has no data rows (rule: empty file)")
     rows = df[ROW] if ROW in df.columns else pd.Series(range(1, len(df) + 1), index=df.index)
-    text = df[TEXT].astype("string").fillna("")
-    stripped = text.str.strip()
-    label = df[LABEL].astype("string").fillna("").str.strip() if labelled else pd.Series("", index=df.index)
     allowed = set(known_labels) if known_labels is not None else (set(cfg.labels) if cfg.labels else None)
+    marker = RuleMarker(df.index, rows)
+    flags = kind.row_rules(df, data_cfg, cfg, allowed, labelled, marker)
 
-    rule = pd.Series("", index=df.index, dtype=object)
-    detail = pd.Series("", index=df.index, dtype=object)
-
-    def mark(mask: pd.Series, name: str, why) -> None:
-        hit = mask & (rule == "")
-        rule[hit] = name
-        detail[hit] = why[hit] if isinstance(why, pd.Series) else why
-
-    undecodable, mojibake = quality.undecodable(text), quality.mojibake(text)
-    mark(stripped == "", "blank_text", "text is empty after stripping whitespace")
-    if labelled:
-        mark(label == "", "blank_label", f"no value in column {data_cfg.label_column!r}")
-        if allowed is not None:
-            mark(~label.isin(allowed), "unknown_label", "label " + label + " is not one of " + repr(sorted(allowed)))
-    mark(stripped.str.len() < cfg.min_chars, "too_short", f"fewer than validate.min_chars={cfg.min_chars} characters")
-    if cfg.encoding_action == "quarantine":
-        mark(undecodable, "encoding", "undecodable bytes (U+FFFD)")
-        mark(mojibake, "encoding", "mojibake markers (text decoded with the wrong codec)")
-
-    live = rule == ""
-    norm = quality.normalize(stripped)
-    if labelled and cfg.drop_conflicting_labels:
-        n_labels = label[live].groupby(norm[live]).transform("nunique")
-        mark(live & (n_labels.reindex(df.index, fill_value=1) > 1), "conflicting_label",
-             "the same (normalized) text appears with different labels")
-    live = rule == ""
-    if cfg.drop_duplicates:
-        dup = live & stripped.where(live).duplicated(keep="first")
-        first = _first_occurrence_rows(stripped[live], rows[live]).reindex(df.index)
-        mark(dup, "duplicate_text", "same text as row " + first.astype("Int64").astype(str))
-    live = rule == ""
-    if cfg.drop_near_duplicates:
-        near = live & norm.where(live).duplicated(keep="first")
-        first = _first_occurrence_rows(norm[live], rows[live]).reindex(df.index)
-        mark(near, "near_duplicate", "same text as row " + first.astype("Int64").astype(str)
-             + " after normalizing case, whitespace, URLs and @handles")
-
-    quarantined = rule != ""
+    quarantined = ~marker.live
     report = ValidationReport(source=source, rows_in=len(df))
-    report.quarantined_by_rule = {k: int(v) for k, v in rule[quarantined].value_counts().sort_index().items()}
+    report.quarantined_by_rule = {k: int(v) for k, v in marker.rule[quarantined].value_counts().sort_index().items()}
     report.rows_quarantined = int(quarantined.sum())
-    report.encoding_flags = {"undecodable": int(undecodable.sum()), "mojibake": int(mojibake.sum())}
+    report.encoding_flags = flags.pop("encoding_flags", {})
+    report.kind_flags = flags
     share = report.rows_quarantined / len(df)
     if share > cfg.max_quarantine_share:
         raise ValidationFailed(f"{source}: {share:.1%} of rows fail row-level rules ({report.quarantined_by_rule}); "
                                f"validate.max_quarantine_share is {cfg.max_quarantine_share:.1%}")
 
-    accepted = df.loc[~quarantined].assign(**{TEXT: stripped[~quarantined].astype(str)})
-    if labelled:
-        accepted[LABEL] = label[~quarantined].astype(str)
-    quarantine = pd.DataFrame({ROW: rows[quarantined], "rule": rule[quarantined], "detail": detail[quarantined],
-                               TEXT: text[quarantined], LABEL: label[quarantined]})[QUARANTINE_COLUMNS]
+    accepted = kind.clean(df.loc[~quarantined], labelled)
+    quarantine = pd.concat([pd.DataFrame({ROW: rows[quarantined], "rule": marker.rule[quarantined],
+                                          "detail": marker.detail[quarantined]}),
+                            kind.display(df.loc[quarantined])], axis=1)
     report.rows_accepted = len(accepted)
     if len(accepted) < cfg.min_rows:
         raise ValidationFailed(f"{source}: only {len(accepted)} rows pass the row-level rules; "
                                f"validate.min_rows requires {cfg.min_rows}")
-    report.length = quality.length_profile(accepted[TEXT])
-    report.latin_letter_share = quality.latin_letter_share(accepted[TEXT])
+    for key, value in kind.profile_report(accepted).items():
+        setattr(report, key, value)
+    classes = kind.class_values(accepted)
     if labelled and require_classes:
-        _check_classes(accepted[LABEL], data_cfg, cfg, source, report)
+        _check_classes(kind, classes, data_cfg, cfg, source, report)
     elif labelled:
-        report.class_counts = {str(k): int(v) for k, v in accepted[LABEL].value_counts().sort_index().items()}
+        report.class_counts = {str(k): int(v) for k, v in classes.value_counts().sort_index().items()}
     return Outcome(accepted.reset_index(drop=True), quarantine.reset_index(drop=True), report)
 
 
-def _check_classes(labels: pd.Series, data_cfg: DataConfig, cfg: ValidateConfig, source: str,
+def _check_classes(kind: Kind, labels: pd.Series, data_cfg: DataConfig, cfg: ValidateConfig, source: str,
                    report: ValidationReport) -> None:
     counts = labels.value_counts().sort_index()
-    if len(counts) < 2:
-        raise ValidationFailed(f"{source}: column {data_cfg.label_column!r} has a single class "
+    column = kind.required_columns(data_cfg, True)[-1][2]
+    if len(counts) < kind.min_classes:
+        if kind.min_classes == 1:
+            raise ValidationFailed(f"{source}: column {column!r} has no entity tags; training needs at least one "
+                                   "entity type (rule: no entities)")
+        raise ValidationFailed(f"{source}: column {column!r} has a single class "
                                f"({', '.join(counts.index)}); training needs at least two (rule: one class)")
     rare = counts[counts < cfg.min_rows_per_class]
     if len(rare):
-        raise ValidationFailed(f"{source}: column {data_cfg.label_column!r}: classes below "
+        raise ValidationFailed(f"{source}: column {column!r}: classes below "
                                f"validate.min_rows_per_class={cfg.min_rows_per_class}: "
                                + ", ".join(f"{k} ({v})" for k, v in rare.items()))
     report.class_counts = {str(k): int(v) for k, v in counts.items()}
@@ -163,8 +156,8 @@ def _check_classes(labels: pd.Series, data_cfg: DataConfig, cfg: ValidateConfig,
 
 
 def run(data_cfg: DataConfig, cfg: ValidateConfig, raw: str | Path, output: str | Path, quarantine: str | Path,
-        report_path: str | Path, source: str) -> ValidationReport:
-    outcome = check(pd.read_parquet(raw), data_cfg, cfg, source)  # raises before any output is written
+        report_path: str | Path, source: str, kind: Kind | str = "text-classification") -> ValidationReport:
+    outcome = check(pd.read_parquet(raw), data_cfg, cfg, source, kind=kind)  # raises before any output is written
     write_parquet(outcome.accepted, output)
     write_text(csv_text(outcome.quarantine), quarantine)
     write_text(outcome.report.to_json(), report_path)

@@ -33,7 +33,7 @@ def sh(*cmd: str, cwd: Path, check: bool = True, env: dict | None = None, timeou
 
 
 def tiny_texts(n: int = 1500) -> list[str]:
-    from tasks.assets import embedded_corpus_path
+    from tasks.files.assets import embedded_corpus_path
 
     df = pd.read_csv(embedded_corpus_path(), encoding="latin-1", usecols=["text"], nrows=n)
     return df["text"].astype(str).tolist()
@@ -122,7 +122,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def prefect_env(tmp_path_factory):
     """A real Prefect server with its own PREFECT_HOME, stopped by PID afterwards."""
-    from tasks import serving
+    from tasks.orchestration import serving
 
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tasks import drift, monitor, profile
-from tasks.batches import BatchRejected, BatchStore
+from tasks.monitoring import drift
+from tasks.monitoring import monitor
+from tasks.monitoring import profile
+from tasks.monitoring.batches import BatchRejected, BatchStore
 from tasks.config import DataConfig, MonitorConfig, ValidateConfig
-from tasks.prepare import load_source, to_canonical
-from tasks.tables import write_text
+from tasks.kinds.text import TextKind
+from tasks.files.tables import write_text
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -18,7 +20,7 @@ LABELS = ["negative", "neutral", "positive"]
 def tweets() -> dict[str, pd.DataFrame]:
     """Real tweets: a reference and a fresh sample of the airline topic, and a sample of the other topics."""
     cfg = DataConfig(include_pattern=None)
-    df = to_canonical(load_source(cfg), cfg)
+    df = TextKind().read_source(cfg)
     airline = df["text"].str.contains(DataConfig().include_pattern, case=False)
     a = df[airline].sample(600, random_state=0)
     return {"reference": a.iloc[:300], "same": a.iloc[300:], "other": df[~airline].sample(300, random_state=1)}
@@ -29,11 +31,12 @@ def minilm_predictor(tmp_path_factory):
     """The packaged MiniLM with a seeded, untrained 3-class head: its embeddings and predictions follow the topic."""
     import torch
 
-    from tasks.modeling import load_model
+    from tasks.config import TrainConfig
+    from tasks.train import build_model
     from tasks.predict import Predictor
 
     torch.manual_seed(0)
-    model, tokenizer = load_model("default", LABELS)
+    model, tokenizer = build_model(TrainConfig(), LABELS)
     out = tmp_path_factory.mktemp("minilm-head")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

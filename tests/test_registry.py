@@ -11,8 +11,8 @@ import yaml
 
 from tasks import evaluate, predict, prepare, preprocess, promote, train, validate
 from tasks.config import EvaluateConfig, Params, PreprocessConfig, TrainConfig, ValidateConfig
-from tasks.registry import Registry, RegistryError
-from tasks.tables import DataFileError
+from tasks.registry.store import Registry, RegistryError
+from tasks.files.tables import DataFileError
 from tests.conftest import tool_env, tree_digest
 from tests.test_stages import user_cfg, user_frame
 

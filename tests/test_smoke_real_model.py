@@ -31,7 +31,7 @@ def test_packaged_minilm_fine_tunes_and_loads_with_plain_transformers(tmp_path):
 
     # Fine-tuning moved the packaged encoder's weights (quality at real budgets is `make run`'s job).
     from safetensors.torch import load_file
-    from tasks.assets import resolve_model
+    from tasks.files.assets import resolve_model
 
     base = load_file(f"{resolve_model('default')}/model.safetensors")
     tuned = load_file(str(tmp_path / "model" / "model.safetensors"))
@@ -44,8 +44,10 @@ def test_packaged_minilm_fine_tunes_and_loads_with_plain_transformers(tmp_path):
     assert clf("@united lost my bag again, worst airline ever")[0]["label"] in processed.labels
 
     # The reference profile for drift monitoring: the fine-tuned model's predictions and its own embeddings.
-    from tasks import profile
+    from tasks.monitoring import profile
 
-    ref = profile.run_reference(processed.output_dir, tmp_path / "model", tmp_path / "ref.parquet", rows=100, seed=0)
+    from tasks import reference
+
+    ref = reference.run(processed.output_dir, tmp_path / "model", tmp_path / "ref.parquet", rows=100, seed=0)
     assert len(ref) == 100 and len(profile.embedding_columns(ref)) == 384  # MiniLM's hidden size
     assert set(ref[profile.PRED]) <= set(processed.labels) and ref[profile.CONFIDENCE].between(0, 1).all()

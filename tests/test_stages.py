@@ -8,7 +8,8 @@ import pytest
 
 from tasks import prepare, preprocess, train, validate
 from tasks.config import DataConfig, PreprocessConfig, TrainConfig, ValidateConfig
-from tasks.tables import DataFileError
+from tasks.kinds.text import TextKind
+from tasks.files.tables import DataFileError
 
 
 def user_frame(n_per_class: int = 30) -> pd.DataFrame:
@@ -37,14 +38,14 @@ def test_prepare_reads_user_formats_with_any_columns_and_classes(tmp_path, suffi
 
 def test_prepare_embedded_corpus_decodes_every_row():
     cfg = DataConfig(include_pattern=None)
-    out = prepare.to_canonical(prepare.load_source(cfg), cfg)
+    out = TextKind().read_source(cfg)
     assert len(out) == 38158
     assert set(out["label"]) == {"negative", "neutral", "positive"}
     assert not out["text"].str.contains("\ufffd").any()  # latin-1 decodes every byte; nothing replaced
 
 
 def test_prepare_include_pattern_selects_topic():
-    out = prepare.to_canonical(prepare.load_source(DataConfig()), DataConfig())
+    out = TextKind().read_source(DataConfig())
     assert 14000 < len(out) < 15000  # the airline topic
     assert out["text"].str.contains("@united|@americanair|@jetblue|@usairways|@southwestair|@virginamerica",
                                     case=False).all()

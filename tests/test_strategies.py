@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import load_file
 
 from tasks import train
-from tasks.modeling import load_model
+from tasks.engine.modeling import load_model
 from tasks.config import TrainConfig, parse_params
-from tasks.strategies import build_param_groups, frozen_groups, named_groups
+from tasks.engine.strategies import build_param_groups, frozen_groups, named_groups
 from tests.test_stages import processed  # noqa: F401  (fixture: a tokenized 4-class dataset on the tiny model)
 
 
@@ -48,7 +48,7 @@ def test_unfreeze_schedule_with_several_groups_per_epoch():
 
 
 def test_layer_lr_decay_gives_each_layer_the_rate_above_times_decay(tiny_model_dir):
-    model, _ = load_model(str(tiny_model_dir), ["a", "b"])
+    model = load_model(str(tiny_model_dir), ["a", "b"])
     groups = build_param_groups(model, lr=1e-3, weight_decay=0.01, layer_lr_decay=0.5)
     rates = {}
     for g in groups:
@@ -61,7 +61,7 @@ def test_layer_lr_decay_gives_each_layer_the_rate_above_times_decay(tiny_model_d
 
 
 def test_dropout_override_reaches_the_model(tiny_model_dir):
-    model, _ = load_model(str(tiny_model_dir), ["a", "b"], dropout=0.3)
+    model = load_model(str(tiny_model_dir), ["a", "b"], dropout=0.3)
     assert model.config.hidden_dropout_prob == 0.3 and model.config.attention_probs_dropout_prob == 0.3
 
 

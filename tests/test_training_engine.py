@@ -12,17 +12,24 @@ import torch
 import yaml
 
 from tasks import train
-from tasks.batching import TokenizedSplit
+from tasks.engine.batching import TokenizedSplit
 from tasks.config import TrainConfig
-from tasks.modeling import load_classifier, save_classifier
+from tasks.engine.modeling import load_classifier, save_classifier
 from tasks.predict import Predictor
 from tests.conftest import sh
 from tests.test_stages import processed  # noqa: F401  (fixture: a tokenized 4-class dataset on the tiny model)
 
 
-def splits(processed_dir):
-    return (TokenizedSplit.read(processed_dir / "train.parquet"), TokenizedSplit.read(processed_dir / "val.parquet"),
-            json.loads((processed_dir / "labels.json").read_text()))
+def splits(processed_dir, tokenizer):
+    """The engine's training split and the text kind's validator, as the train stage builds them."""
+    import pandas as pd
+
+    from tasks.kinds.text import TextKind
+
+    labels = json.loads((processed_dir / "labels.json").read_text())
+    val = pd.read_parquet(processed_dir / "val.parquet")
+    return (TokenizedSplit.read(processed_dir / "train.parquet", tokenizer.pad_token_id),
+            TextKind().validator(val, tokenizer, labels), labels)
 
 
 @pytest.mark.parametrize("save", ["merged", "adapter"])
@@ -30,10 +37,11 @@ def test_lora_trains_only_adapters_and_head_and_the_saved_model_predicts_the_sam
         tmp_path, tiny_model_dir, processed, save):  # noqa: F811
     cfg = TrainConfig(model=str(tiny_model_dir), strategy="lora", epochs=2, learning_rate=5e-3, num_threads=1,
                       batch_size=8, lora={"r": 4, "alpha": 8, "save": save})
-    trn, val, labels = splits(processed.output_dir)
+    labels = json.loads((processed.output_dir / "labels.json").read_text())
     model, tokenizer = train.build_model(cfg, labels)
+    trn, val, _ = splits(processed.output_dir, tokenizer)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    _, result = train.fit(model, trn, val, tokenizer.pad_token_id, cfg)
+    _, result = train.fit(model, trn, val, cfg)
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
     assert changed and all("lora_" in n or "classifier" in n for n in changed), sorted(changed)
     assert any("lora_" in n for n in changed)

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from tasks import prepare, preprocess, validate
-from tasks.augment import augment
+from tasks.kinds.text import TextKind
+from tasks.kinds.text_augment import augment
 from tasks.config import DataConfig, PreprocessConfig, ValidateConfig
-from tasks.tables import DataFileError, read_table
+from tasks.files.tables import DataFileError, read_table
 
 LENIENT = ValidateConfig(min_rows=1, min_rows_per_class=1, max_quarantine_share=1.0)
 
@@ -132,8 +133,7 @@ def test_jsonl_error_names_the_line(tmp_path):
 
 def test_embedded_corpus_passes_with_duplicates_reported():
     cfg = DataConfig(include_pattern=None)
-    out = validate.check(prepare.to_canonical(prepare.load_source(cfg), cfg), cfg, ValidateConfig(),
-                         prepare.source_label(cfg))
+    out = validate.check(TextKind().read_source(cfg), cfg, ValidateConfig(), TextKind().source_label(cfg))
     r = out.report
     assert r.rows_in == 38158
     rules = r.quarantined_by_rule

@@ -1,7 +1,7 @@
 """Accepted batches of new data: validated against the training schema and label set, stored immutably.
 
 Layout (default data/batches, versioned with `dvc add`):
-    <id>/batch.parquet     accepted rows as text[,label],row plus the file's other columns
+    <id>/batch.parquet     accepted rows as the kind's canonical columns [+label], row, plus the file's other columns
     <id>/quarantine.csv    rows a row-level rule rejected (row, rule, detail)
     <id>/validation.json   the validation report
     <id>/meta.json         source file, its sha256, rows, labelled, ingested time
@@ -23,9 +23,10 @@ import pandas as pd
 
 from tasks import validate
 from tasks.config import DataConfig, ValidateConfig
-from tasks.prepare import LABEL, TEXT, to_canonical
-from tasks.registry import now
-from tasks.tables import csv_text, read_table, write_parquet, write_text
+from tasks.files.tables import csv_text, write_parquet, write_text
+from tasks.kinds import get_kind
+from tasks.kinds.base import ORIGIN, ROW, Kind
+from tasks.registry.store import now
 
 BATCH_FILE = "batch.parquet"
 
@@ -90,21 +91,21 @@ class BatchStore:
         return [b for b in self.batches() if b.labelled and b.id not in pool]
 
     def ingest(self, path: str | Path, data_cfg: DataConfig, validate_cfg: ValidateConfig,
-               known_labels: Optional[list[str]]) -> BatchInfo:
+               known_labels: Optional[list[str]], kind: Kind | str = "text-classification") -> BatchInfo:
         """Validate `path` against the training schema and labels; store it if accepted, else raise BatchRejected."""
         path = Path(path)
         sha = file_sha256(path)
         stored = self._with_sha256(sha)
         if stored is not None:
             raise BatchRejected(f"{path}: already ingested as batch {stored.id} (same content)")
-        raw = read_table(path, "auto", data_cfg.encoding, data_cfg.delimiter, data_cfg.max_bytes, data_cfg.max_rows)
-        # A batch is a sample of new traffic: no topic filter, and unlabelled batches are welcome for monitoring.
-        df = to_canonical(raw, data_cfg.model_copy(update={"include_pattern": None}))
-        labelled = LABEL in df.columns and df[LABEL].notna().any()
+        kind = get_kind(kind)
+        # A batch is a sample of new traffic: unlabelled batches are welcome for monitoring.
+        df = kind.read_file(path, data_cfg)
+        labelled = kind.is_labelled(df)
         try:
-            outcome = validate.check(df if labelled else df.drop(columns=[LABEL], errors="ignore"), data_cfg,
+            outcome = validate.check(df if labelled else df.drop(columns=[kind.label_column], errors="ignore"), data_cfg,
                                      validate_cfg, str(path), known_labels=known_labels, labelled=labelled,
-                                     require_classes=False)
+                                     require_classes=False, kind=kind)
         except validate.ValidationFailed as exc:
             raise BatchRejected(str(exc)) from None
         batch_id = f"b{len(self.batches()) + 1:04d}-{sha[:8]}"
@@ -120,11 +121,12 @@ class BatchStore:
         return info
 
 
-def pool_frames(store: BatchStore, pool: Iterable[str]) -> list[pd.DataFrame]:
+def pool_frames(store: BatchStore, pool: Iterable[str], kind: Kind | str = "text-classification") -> list[pd.DataFrame]:
     """The labelled rows of each batch in the training pool, tagged with the batch id as their origin."""
+    kind = get_kind(kind)
     frames = []
     for batch_id in pool:
         if not store.get(batch_id).labelled:
             raise BatchRejected(f"data.batches: batch {batch_id} has no labels and cannot join the training pool")
-        frames.append(store.rows(batch_id)[[TEXT, LABEL, "row"]].assign(origin=batch_id))
+        frames.append(store.rows(batch_id)[[*kind.columns, ROW]].assign(**{ORIGIN: batch_id}))
     return frames

@@ -1,4 +1,5 @@
-"""Loading and saving classifiers: a new head for the label set, optional LoRA adapters (PEFT), merged or not.
+"""Loading and saving classifiers of any task kind: a new head for the label set, optional LoRA adapters (PEFT),
+merged or not. The kind names its transformers auto class (sequence, token or image classification).
 
 A saved model directory is either a plain Hugging Face model (full/head/gradual, or LoRA merged into the weights)
 or an adapter directory (LoRA saved as adapter: adapter_config.json + adapter weights + the classifier config and
@@ -13,18 +14,23 @@ from typing import Optional
 
 import torch
 
-from tasks.assets import resolve_model
-
 ADAPTER_CONFIG = "adapter_config.json"
 LORA_META = "tuneline_lora.json"  # where the adapter's base model lives, for loading without the hub
+KIND_FILE = "tuneline.json"  # which task kind a saved model was trained for
+SEQUENCE = "AutoModelForSequenceClassification"
 
 
-def load_model(model_name: str, labels: list[str], dropout: Optional[float] = None):
-    """The pre-trained encoder with a fresh classification head sized for `labels` (id2label/label2id saved)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+def auto_model(auto_class: str):
+    import transformers
 
-    path = resolve_model(model_name)
-    tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+    return getattr(transformers, auto_class)
+
+
+def load_model(path: str, labels: list[str], dropout: Optional[float] = None, auto_class: str = SEQUENCE):
+    """The pre-trained body (a resolved local path or hub id) with a fresh head sized for `labels`
+    (id2label/label2id saved)."""
+    from transformers import AutoConfig
+
     config = AutoConfig.from_pretrained(path, num_labels=len(labels), id2label=dict(enumerate(labels)),
                                         label2id={l: i for i, l in enumerate(labels)})
     if dropout is not None:  # every *dropout* probability the architecture has (names differ between families)
@@ -32,16 +38,16 @@ def load_model(model_name: str, labels: list[str], dropout: Optional[float] = No
             if "dropout" in key and isinstance(value, (float, type(None))) and not key.startswith("layerdrop"):
                 setattr(config, key, dropout)
     # float32 explicitly: transformers 5 keeps the stored dtype, and training a half-precision checkpoint collapses.
-    model = AutoModelForSequenceClassification.from_pretrained(path, config=config, dtype=torch.float32,
-                                                               ignore_mismatched_sizes=True)
-    return model, tokenizer
+    return auto_model(auto_class).from_pretrained(path, config=config, dtype=torch.float32,
+                                                  ignore_mismatched_sizes=True)
 
 
-def add_lora(model, r: int, alpha: int, dropout: float, target_modules: Optional[list[str]] = None):
+def add_lora(model, r: int, alpha: int, dropout: float, target_modules: Optional[list[str]] = None,
+             task_type: str = "SEQ_CLS"):
     """Wrap in LoRA adapters: only the adapters and the new head (PEFT's modules_to_save) stay trainable."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout,
+    config = LoraConfig(task_type=getattr(TaskType, task_type), r=r, lora_alpha=alpha, lora_dropout=dropout,
                         target_modules=target_modules)
     return get_peft_model(model, config)
 
@@ -50,7 +56,8 @@ def is_peft(model) -> bool:
     return hasattr(model, "peft_config")
 
 
-def save_classifier(model, tokenizer, out: str | Path, base_model: str, merge_lora: bool = True) -> None:
+def save_classifier(model, processor, out: str | Path, base_model: str, merge_lora: bool = True,
+                    kind: str = "text-classification") -> None:
     """HF format. A LoRA model is merged into plain weights, or saved as an adapter beside the classifier config."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,23 +66,24 @@ def save_classifier(model, tokenizer, out: str | Path, base_model: str, merge_lo
     if is_peft(model):
         model.save_pretrained(out)  # adapter_config.json + adapter_model.safetensors (adapters and the head)
         model.base_model.model.config.save_pretrained(out)  # the label set, for loading
-        (out / LORA_META).write_text(json.dumps({"base_model": resolve_model(base_model)}) + "\n", encoding="utf-8")
+        (out / LORA_META).write_text(json.dumps({"base_model": base_model}) + "\n", encoding="utf-8")
     else:
         model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    processor.save_pretrained(out)  # tokenizer or image processor: what transformers.pipeline loads beside the model
+    (out / KIND_FILE).write_text(json.dumps({"kind": kind}) + "\n", encoding="utf-8")
 
 
-def load_classifier(model_dir: str | Path):
+def load_classifier(model_dir: str | Path, auto_class: str = SEQUENCE):
     """A saved classifier for inference (float32, eval mode): plain HF weights, or base model + LoRA adapter merged."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     model_dir = Path(model_dir)
     if not (model_dir / ADAPTER_CONFIG).exists():
-        return AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+        return auto_model(auto_class).from_pretrained(model_dir, dtype=torch.float32).eval()
     from peft import PeftModel
 
     base = json.loads((model_dir / LORA_META).read_text(encoding="utf-8"))["base_model"]
     config = AutoConfig.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(base, config=config, dtype=torch.float32,
-                                                               ignore_mismatched_sizes=True)
+    model = auto_model(auto_class).from_pretrained(base, config=config, dtype=torch.float32,
+                                                   ignore_mismatched_sizes=True)
     return PeftModel.from_pretrained(model, model_dir).merge_and_unload().eval()

@@ -10,10 +10,16 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def model_card(record: dict, baseline: dict | None = None) -> str:
+BASELINES = {"baseline_tfidf_logreg": "TF-IDF + logistic regression",
+             "baseline_word_tag_dictionary": "word -> most frequent tag (dictionary)",
+             "baseline_frozen_features_logreg": "logistic regression on frozen pre-trained features"}
+
+
+def model_card(record: dict, baseline_name: str = "baseline_tfidf_logreg", baseline: dict | None = None) -> str:
     params, metrics = record["params"], record["metrics"]
-    front = {"library_name": "transformers", "pipeline_tag": "text-classification",
-             "tags": ["tuneline", "text-classification"], "base_model": record.get("base_model"),
+    kind = record.get("kind", "text-classification")
+    front = {"library_name": "transformers", "pipeline_tag": kind,
+             "tags": ["tuneline", kind], "base_model": record.get("base_model"),
              "metrics": ["accuracy", "f1"]}
     classes = _table(["class", "precision", "recall", "F1", "support"],
                      [[n, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1-score']:.3f}", int(v["support"])]
@@ -21,14 +27,14 @@ def model_card(record: dict, baseline: dict | None = None) -> str:
     headline = [["this model", f"{metrics['accuracy']:.4f}", f"{metrics['macro_f1']:.4f}",
                  f"{metrics['weighted_f1']:.4f}"]]
     if baseline:
-        headline.append(["TF-IDF + logistic regression", f"{baseline['accuracy']:.4f}",
+        headline.append([BASELINES.get(baseline_name, baseline_name), f"{baseline['accuracy']:.4f}",
                          f"{baseline['macro_f1']:.4f}", f"{baseline['weighted_f1']:.4f}"])
     train = params["train"]
     return "\n".join([
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-        f"# tuneline text classifier, version {record['version']}", "",
+        f"# tuneline {kind} model, version {record['version']}", "",
         "## Intended use",
-        f"Classifies short texts into {', '.join(metrics['per_class'])}. Trained by tuneline on the data below; "
+        f"{kind}: {', '.join(metrics['per_class'])}. Trained by tuneline on the data below; "
         "check the per-class figures before relying on it for a class, and re-evaluate on your own data when it "
         "differs from the training data (topic, phrasing, label balance).", "",
         "## Data",
@@ -39,12 +45,13 @@ def model_card(record: dict, baseline: dict | None = None) -> str:
         f"- base model: {record.get('base_model')}",
         f"- epochs {train['epochs']}, batch size {train['batch_size']}, learning rate {train['learning_rate']}, "
         f"weight decay {train['weight_decay']}, warmup {train['warmup_ratio']}, seed {train['seed']}",
-        f"- max length {params['preprocess']['max_length']} tokens", "",
+        f"- max length {params['preprocess']['max_length']} tokens" if kind != "image-classification" else
+        f"- image size {params['preprocess']['image_size']} pixels", "",
         "## Evaluation (test split)", "",
         _table(["model", "accuracy", "macro-F1", "weighted-F1"], headline), "", classes, "",
         "## Lineage",
         f"- created {record['created']}, parent version {record['parent']}, code {record['code']}",
         f"- decision: {'promoted' if record['decision']['promoted'] else 'rejected'}: "
         + "; ".join(record["decision"]["reasons"]), "",
-        "Load it with `transformers.pipeline(\"text-classification\", model=DIR)` or `tuneline predict`.", "",
+        f"Load it with `transformers.pipeline(\"{kind}\", model=DIR)` or `tuneline predict`.", "",
     ])

@@ -14,14 +14,13 @@ from typing import Optional
 
 import pandas as pd
 
-from tasks.evaluate import scores
-from tasks.prepare import LABEL, TEXT
-from tasks.profile import CONFIDENCE, DESCRIPTORS, PRED, embedding_columns
+from tasks.kinds.base import CONFIDENCE, LABEL, PRED
+from tasks.monitoring.profile import embedding_columns
 
+TEXT = "text"  # a profile's text column, for the kinds that have one (text; tokens joined)
 EMBEDDINGS = "model_embeddings"
 EMBEDDING_AUC_THRESHOLD = 0.55  # Evidently's default for its embedding domain classifier (ROC AUC)
-KINDS = {TEXT: "text", PRED: "prediction", CONFIDENCE: "prediction", LABEL: "label",
-         **{d: "descriptor" for d in DESCRIPTORS}, EMBEDDINGS: "embeddings"}
+KINDS = {TEXT: "text", PRED: "prediction", CONFIDENCE: "prediction", LABEL: "label", EMBEDDINGS: "embeddings"}
 
 
 @dataclass(frozen=True)
@@ -53,10 +52,17 @@ class DriftSummary:
         return {**asdict(self), "drifted_columns": self.drifted, "drift_share": self.drift_share}
 
 
-def _definition(labelled: bool):
+def descriptor_columns(profile: pd.DataFrame) -> list[str]:
+    """The kind's numeric descriptors in a profile: whatever is not text, label, prediction or embedding."""
+    known = {TEXT, LABEL, PRED, CONFIDENCE}
+    return [c for c in profile.columns if c not in known and not c.startswith("emb_")
+            and pd.api.types.is_numeric_dtype(profile[c])]
+
+
+def _definition(labelled: bool, text: bool, descriptors: list[str]):
     from evidently import DataDefinition
 
-    return DataDefinition(text_columns=[TEXT], numerical_columns=[CONFIDENCE, *DESCRIPTORS],
+    return DataDefinition(text_columns=[TEXT] if text else [], numerical_columns=[CONFIDENCE, *descriptors],
                           categorical_columns=[PRED] + ([LABEL] if labelled else []))
 
 
@@ -68,25 +74,30 @@ def _read(snapshot: dict) -> list[ColumnDrift]:
     for m in snapshot["metrics"]:
         cfg = m["config"]
         if cfg["type"].endswith(":ValueDrift"):
-            out.append(ColumnDrift(cfg["column"], KINDS.get(cfg["column"], "other"), cfg["method"], float(m["value"]),
+            out.append(ColumnDrift(cfg["column"], KINDS.get(cfg["column"], "descriptor"), cfg["method"], float(m["value"]),
                                    float(cfg["threshold"]), failed.get(m["id"], False)))
     return out
 
 
 def check(reference: pd.DataFrame, current: pd.DataFrame, html_path: Optional[Path] = None,
-          text_auc: float = 0.55) -> DriftSummary:
-    """Evidently report of `current` (a batch profile) against `reference` (the production model's profile)."""
+          text_auc: float = 0.55, live: Optional[dict] = None) -> DriftSummary:
+    """Evidently report of `current` (a batch profile) against `reference` (the production model's profile).
+
+    live: the production model's scores on a labelled batch as its kind measures them; when not given, they are
+    read from the profiles' label and predicted-label columns."""
     from evidently import Dataset, Report
     from evidently.legacy.metrics.data_drift.embedding_drift_methods import model as classifier_method
     from evidently.metrics import ValueDrift
 
     labelled = LABEL in current.columns and LABEL in reference.columns and current[LABEL].notna().all()
-    columns = [TEXT, *DESCRIPTORS, PRED, CONFIDENCE] + ([LABEL] if labelled else [])
+    text = TEXT in reference.columns and TEXT in current.columns
+    descriptors = descriptor_columns(reference)
+    columns = ([TEXT] if text else []) + [*descriptors, PRED, CONFIDENCE] + ([LABEL] if labelled else [])
     # Text: the domain classifier's ROC AUC against a fixed bar (Evidently's own choice above 1,000 rows); its
     # small-sample default bootstraps 1,000 random AUCs, 7 s of a 10 s report on 2 cores.
-    metrics = [ValueDrift(column=TEXT, method="abs_text_content_drift", threshold=text_auc)]
+    metrics = [ValueDrift(column=TEXT, method="abs_text_content_drift", threshold=text_auc)] if text else []
     metrics += [ValueDrift(column=c) for c in columns if c != TEXT]
-    definition = _definition(labelled)
+    definition = _definition(labelled, text, descriptors)
     snapshot = Report(metrics, include_tests=True).run(
         current_data=Dataset.from_pandas(current[columns], data_definition=definition),
         reference_data=Dataset.from_pandas(reference[columns], data_definition=definition))
@@ -101,9 +112,13 @@ def check(reference: pd.DataFrame, current: pd.DataFrame, html_path: Optional[Pa
         ColumnDrift(EMBEDDINGS, "embeddings", "domain classifier ROC AUC", float(score), EMBEDDING_AUC_THRESHOLD,
                     bool(drifted))]
     summary = DriftSummary(len(reference), len(current), columns_drift)
-    if labelled:
+    if live is None and labelled:
+        from sklearn.metrics import accuracy_score, f1_score
+
         names = sorted(set(reference[LABEL]) | set(current[LABEL]) | set(current[PRED]))
-        index = {n: i for i, n in enumerate(names)}
-        live = scores(current[LABEL].map(index).to_numpy(), current[PRED].map(index).to_numpy(), names)
+        live = {"macro_f1": float(f1_score(current[LABEL], current[PRED], labels=names, average="macro",
+                                           zero_division=0)),
+                "accuracy": float(accuracy_score(current[LABEL], current[PRED]))}
+    if live is not None:
         summary.live = {"macro_f1": live["macro_f1"], "accuracy": live["accuracy"], "rows": len(current)}
     return summary

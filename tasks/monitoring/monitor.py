@@ -14,14 +14,14 @@ from typing import Optional
 
 import pandas as pd
 
-from tasks import drift, profile
-from tasks.batches import BatchInfo, BatchRejected, BatchStore
+from tasks.monitoring import drift
+from tasks.monitoring import profile
+from tasks.monitoring.batches import BatchInfo, BatchRejected, BatchStore
 from tasks.config import MonitorConfig, Params
 from tasks.paths import ProjectPaths
-from tasks.prepare import LABEL, TEXT
 from tasks.promote import REFERENCE_FILE
-from tasks.registry import Registry
-from tasks.tables import SUFFIX_FORMATS, write_text
+from tasks.registry.store import Registry
+from tasks.files.tables import SUFFIX_FORMATS, write_text
 
 @dataclass
 class Decision:
@@ -86,12 +86,12 @@ def check_batch(params: Params, store: BatchStore, registry: Registry, batch: Ba
     from tasks.predict import Predictor
 
     reference, production_f1 = production_reference(registry)
-    rows = profile.sample(store.rows(batch.id), params.monitor.max_rows, params.preprocess.seed)
-    labels = rows[LABEL].tolist() if batch.labelled else None
+    rows = profile.sample(store.rows(batch.id), params.monitor.max_rows, params.preprocess.seed).reset_index(drop=True)
     predictor = Predictor(registry.production, params.preprocess.max_length, params.evaluate.batch_size)
-    current = profile.build(predictor, rows[TEXT].tolist(), labels)
+    current, live = predictor.profile_and_live(rows if batch.labelled else rows.drop(
+        columns=[predictor.kind.label_column], errors="ignore"))
     out = reports_dir / batch.id
-    summary = drift.check(reference, current, out / "drift.html", params.monitor.text_drift_auc)
+    summary = drift.check(reference, current, out / "drift.html", params.monitor.text_drift_auc, live=live)
     pending = sum(b.labelled_rows for b in store.pending_labelled(params.data.batches))
     decision = decide(summary, params.monitor, production_f1, pending)
     payload = {"batch": batch.__dict__, "production_version": registry.production_version(),
@@ -110,7 +110,8 @@ def stored_unchecked(store: BatchStore, reports_dir: Path, file: Path) -> Option
 def ingest_file(params: Params, store: BatchStore, registry: Registry, file: Path) -> BatchOutcome:
     """Validate and store a batch file; a refused file is reported (and nothing is stored)."""
     try:
-        batch = store.ingest(file, params.data, params.validate_, training_labels(registry, params))
+        batch = store.ingest(file, params.data, params.validate_, training_labels(registry, params),
+                             kind=params.task.kind)
     except (BatchRejected, ValueError) as exc:  # ValueError: DataFileError / ValidationFailed, each naming the file
         return BatchOutcome(str(file), rejected=str(exc))
     return BatchOutcome(str(file), batch)
@@ -171,7 +172,7 @@ def files_to_process(paths: ProjectPaths, drop_dir: Optional[str | Path],
 
 def process_file(params: Params, paths: ProjectPaths, file: Path, from_drop: bool = False) -> BatchOutcome:
     """One batch file end to end: validate and store (versioned with DVC), drift check, decision, reports."""
-    from tasks.pipeline import dvc_add
+    from tasks.orchestration.pipeline import dvc_add
 
     store, registry = BatchStore(paths.batches), Registry(paths.registry, paths.production)
     production_reference(registry)  # fail before storing anything when there is nothing to compare with

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from tasks.batches import BatchInfo, BatchStore
+from tasks.monitoring.batches import BatchInfo, BatchStore
 from tasks.config import Params
 from tasks.paths import ProjectPaths
-from tasks.registry import Registry
+from tasks.registry.store import Registry
 
 
 @dataclass

@@ -156,7 +156,11 @@ def parse_overrides(items: list[str]) -> dict:
 
 def outputs_summary(project_dir: Path, result: dict) -> str:
     metrics = json.loads((project_dir / "reports/metrics.json").read_text(encoding="utf-8"))
-    model, base = metrics["model"]["macro_f1"], metrics["baseline_tfidf_logreg"]["macro_f1"]
+    from tasks.evaluate import baseline_of
+    from tasks.registry.card import BASELINES
+
+    base_name, base_scores = baseline_of(metrics)
+    model, base = metrics["model"]["macro_f1"], base_scores["macro_f1"]
     verdict = "beats" if model > base else "does NOT beat"
     root = project_dir.resolve()
     decision = []
@@ -170,7 +174,8 @@ def outputs_summary(project_dir: Path, result: dict) -> str:
     return "\n".join([
         f"stages run: {', '.join(result['ran']) or 'none'}; unchanged: {', '.join(result['skipped']) or 'none'}",
         *decision,
-        f"test macro-F1: model {model:.4f} vs TF-IDF + logistic regression {base:.4f} (model {verdict} the baseline)",
+        f"test macro-F1: model {model:.4f} vs {BASELINES.get(base_name, base_name)} {base:.4f} "
+        f"(model {verdict} the baseline)",
         f"candidate:      {root / 'models/candidate'}",
         f"test metrics:   {root / 'reports/metrics.json'}   (dvc metrics show)",
         f"plots:          {root / 'reports/train'}, {root / 'reports/eval'}   (dvc plots show)",

@@ -84,7 +84,7 @@ def promote_candidate(project_dir: str | Path = "."):
     """Gate the evaluated candidate against production and record the decision (see tasks/promote.py)."""
     from tasks import promote
     from tasks.paths import ProjectPaths
-    from tasks.registry import Registry
+    from tasks.registry.store import Registry
 
     paths = ProjectPaths(Path(project_dir).resolve())
     result = promote.run(load_params(paths.params), paths.processed, paths.candidate, paths.metrics,
@@ -143,10 +143,15 @@ def check_params(project_dir: str | Path = ".") -> None:
 
 def metrics_markdown(metrics_path: str | Path) -> str:
     m = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
-    model, base = m["model"], m["baseline_tfidf_logreg"]
+    from tasks.evaluate import baseline_of
+    from tasks.registry.card import BASELINES
+
+    base_name, base = baseline_of(m)
+    model = m["model"]
     rows = ["| | accuracy | macro-F1 | weighted-F1 |", "|---|---|---|---|",
             f"| fine-tuned model | {model['accuracy']:.4f} | {model['macro_f1']:.4f} | {model['weighted_f1']:.4f} |",
-            f"| TF-IDF + logistic regression | {base['accuracy']:.4f} | {base['macro_f1']:.4f} | {base['weighted_f1']:.4f} |"]
+            f"| {BASELINES.get(base_name, base_name)} | {base['accuracy']:.4f} | {base['macro_f1']:.4f} | "
+            f"{base['weighted_f1']:.4f} |"]
     per_class = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"] + [
         f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1-score']:.3f} | {int(v['support'])} |"
         for name, v in model["per_class"].items()]

