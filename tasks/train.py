@@ -63,7 +63,8 @@ def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metr
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
     seed_everything(cfg.seed)  # the new head's initialisation depends on it
     model, processor = build_model(cfg, labels, kind)
-    train = kind.split(kind.read_split(processed / "train.parquet"), processor, cfg)
+    train_frame = kind.read_split(processed / "train.parquet")
+    train = kind.split(train_frame, processor, cfg)
     val_frame = kind.read_split(processed / "val.parquet")
     validate = kind.validator(val_frame, processor, labels)
     ck = checkpoint_file(cfg, processed, checkpoint_dir)
@@ -73,7 +74,7 @@ def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metr
         return result
     log_metrics(metrics_dir, result)
     model.load_state_dict(best_state)
-    save_classifier(model.to("cpu"), processor, model_dir, resolve_model(cfg.model, kind.name),
+    save_classifier(model.to("cpu"), kind.saved_processor(processor, train_frame), model_dir, resolve_model(cfg.model, kind.name),
                     merge_lora=cfg.lora.save == "merged", kind=kind.name)
     checkpoint.discard(ck)  # the model is saved: the run is complete and needs no resuming
     return result

@@ -47,8 +47,17 @@ def add_lora(model, r: int, alpha: int, dropout: float, target_modules: Optional
     """Wrap in LoRA adapters: only the adapters and the new head (PEFT's modules_to_save) stay trainable."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    config = LoraConfig(task_type=getattr(TaskType, task_type), r=r, lora_alpha=alpha, lora_dropout=dropout,
-                        target_modules=target_modules)
+    if not task_type:  # no PEFT task type (image classification): the head is saved and trained in full
+        if not target_modules:
+            from tasks.config import ConfigError
+
+            raise ConfigError("train.lora.target_modules: name the modules to adapt for this model "
+                             "(e.g. [query, value] for a ViT)")
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                            modules_to_save=["classifier"])
+    else:
+        config = LoraConfig(task_type=getattr(TaskType, task_type), r=r, lora_alpha=alpha, lora_dropout=dropout,
+                            target_modules=target_modules)
     return get_peft_model(model, config)
 
 

@@ -2,7 +2,7 @@
 layer-wise learning-rate decay.
 
 Groups are named and ordered top-down: "head" (classifier and pooler: everything trained on top of the encoder
-layers), "layer.N-1" ... "layer.0", then "embeddings". Each group's rate is the rate of the group above times
+layers), "layer.N-1" ... "layer.0" (transformer blocks, or a CNN's stages), then "embeddings" (or a CNN's stem). Each group's rate is the rate of the group above times
 `layer_lr_decay`. Frozen groups keep requires_grad=False, so AdamW never touches them (bit-identical weights).
 Needs only torch, so the trainer runs on a bare GPU box.
 """
@@ -19,8 +19,11 @@ NO_DECAY_HINTS = ("bias", "LayerNorm", "layer_norm", "norm")
 def encoder_layers(model: nn.Module) -> list[nn.Module]:
     """The transformer blocks, bottom to top: the longest ModuleList named like `layer`/`layers` in the base model."""
     base = getattr(model, "base_model", model)
+    # Transformers' encoders name them layer/layers/h/block; CNNs name their stages stages (ResNet, ConvNeXt) or
+    # blocks (EfficientNet).
     candidates = [m for name, m in base.named_modules()
-                  if isinstance(m, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers", "h", "block")]
+                  if isinstance(m, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers", "h", "block",
+                                                                              "stages", "blocks")]
     if not candidates:
         raise ValueError(f"{type(model).__name__}: cannot find the encoder layers for layer-wise strategies")
     return list(max(candidates, key=len))
@@ -34,7 +37,7 @@ def named_groups(model: nn.Module) -> list[tuple[str, list[tuple[str, nn.Paramet
         for p in layer.parameters():
             owner[id(p)] = f"layer.{i}"
     base = getattr(model, "base_model", model)
-    embeddings = getattr(base, "embeddings", None)
+    embeddings = next((getattr(base, n) for n in ("embeddings", "embedder", "stem") if hasattr(base, n)), None)
     for p in (embeddings.parameters() if embeddings is not None else []):
         owner[id(p)] = "embeddings"
     order = ["head"] + [f"layer.{i}" for i in reversed(range(len(layers)))] + ["embeddings"]

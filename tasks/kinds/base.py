@@ -120,6 +120,10 @@ class Kind:
     default_model_name: str = "sentence-transformers/all-MiniLM-L6-v2"  # what `train.model: default` is
     encoded_columns: tuple[str, ...] = ()  # model-ready columns a processor made (dropped to re-encode)
 
+    def saved_processor(self, processor, train: pd.DataFrame):
+        """The processor saved beside the trained model (the image kind fixes its size to the training crop)."""
+        return processor
+
     def read_split(self, path: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
 

@@ -228,7 +228,7 @@ class TokenKind(Kind):
         index = {name: i for i, name in enumerate(labels)}
         ids, tag_ids, starts = [], [], []
         for start in range(0, len(token_lists), 1000):
-            chunk = token_lists[start:start + 1000]
+            chunk = [[str(w) for w in words] for words in token_lists[start:start + 1000]]  # parquet gives arrays
             enc = tokenizer(chunk, is_split_into_words=True, truncation=True, max_length=max_length)
             for j, words in enumerate(chunk):
                 word_ids = enc.word_ids(j)

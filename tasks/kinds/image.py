@@ -1,0 +1,375 @@
+"""Image classification: one image and one label per row (transformers' `image-classification`).
+
+Sources: a folder per class (ImageFolder layout), or a CSV/Parquet of image paths (relative to the file) and labels.
+The image bytes are read in at prepare, so DVC versions the data set itself, not only the paths.
+Rules: missing/unreadable/truncated files, tiny images, non-RGB modes (converted or quarantined), duplicate images,
+one image with two labels, blank/unknown labels; each quarantined with its path and reason, never a crash.
+Encoding: RGB (alpha composited on white), shorter side resized and centre-cropped to a stored square a little larger
+than `preprocess.image_size`; training crops randomly inside it, flips and jitters colour (`train.image_augment`),
+evaluation crops the centre. Model: AutoModelForImageClassification with a new head. Baseline: logistic regression
+on the frozen pre-trained backbone's pooled features. Drift: brightness, contrast, size, predictions, embeddings.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from tasks.files.tables import DataFileError, read_table
+from tasks.kinds.base import (CONFIDENCE, LABEL, PRED, ROW, Kind, Predicted, embedding_frame, label_scores,
+                              probability_columns)
+
+IMAGE, PATH, PIXELS = "image", "path", "pixels"
+SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+CROP_MARGIN = 8 / 7  # stored side = image_size x this: room for random crops (the usual 256 -> 224)
+
+
+def stored_side(image_size: int) -> int:
+    return int(round(image_size * CROP_MARGIN))
+
+
+def inspect(data: Optional[bytes], min_side: int) -> tuple[str, str, str, int, int]:
+    """(rule, detail, mode, width, height) for one image's bytes; rule "" when it decodes fully."""
+    from PIL import Image, UnidentifiedImageError
+
+    if data is None:
+        return "missing_file", "no such file", "", 0, 0
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            mode, (w, h) = im.mode, im.size
+            im.load()  # decodes every byte: a truncated file fails here, not in the middle of training
+    except UnidentifiedImageError:
+        return "unreadable", "not an image format Pillow can read", "", 0, 0
+    except (OSError, SyntaxError, ValueError) as exc:
+        return "truncated", f"cannot decode: {exc}", "", 0, 0
+    if min(w, h) < min_side:
+        return "tiny_image", f"{w}x{h} pixels is below validate.min_image_side={min_side}", mode, w, h
+    return "", "", mode, w, h
+
+
+def to_rgb(im):
+    """RGB for every mode: alpha composited on white, palette/grey/CMYK converted."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def square(data: bytes, side: int) -> np.ndarray:
+    """Decode, RGB, resize the shorter side to `side`, centre-crop a square: uint8 (side, side, 3)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im = to_rgb(im)
+        w, h = im.size
+        scale = side / min(w, h)
+        im = im.resize((max(side, round(w * scale)), max(side, round(h * scale))), Image.BICUBIC)
+        w, h = im.size
+        left, top = (w - side) // 2, (h - side) // 2
+        return np.asarray(im.crop((left, top, left + side, top + side)), dtype=np.uint8)
+
+
+def processor_side(processor, default: int = 224) -> int:
+    """The square side an image processor feeds its model (crop size, else size; dicts or SizeDicts)."""
+    for attr in ("crop_size", "size"):
+        value = getattr(processor, attr, None)
+        if value is None:
+            continue
+        get = value.get if hasattr(value, "get") else lambda k, v=value: getattr(v, k, None)
+        side = get("height") or get("shortest_edge")
+        if side:
+            return int(side)
+    return default
+
+
+def read_image_folder(root: Path) -> pd.DataFrame:
+    """ImageFolder layout: root/<class>/<image>; non-image files are ignored, hidden folders too."""
+    rows = [(str(p), p.parent.name) for p in sorted(root.glob("*/*"))
+            if p.is_file() and p.suffix.lower() in SUFFIXES and not p.parent.name.startswith(".")]
+    if not rows:
+        raise DataFileError(f"{root}: no images found in class folders (expected {root}/<class>/<image>)")
+    return pd.DataFrame(rows, columns=[PATH, LABEL])
+
+
+def read_bytes(path: str) -> Optional[bytes]:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return None
+
+
+@dataclass
+class ImageSplit:
+    """Stored uint8 squares; collate crops (random for training, centre otherwise), flips, jitters, normalizes."""
+    pixels: list[np.ndarray]
+    labels: np.ndarray
+    crop: int
+    mean: np.ndarray
+    std: np.ndarray
+    augment: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, rng: Optional[np.random.Generator] = None) -> list[np.ndarray]:
+        order = rng.permutation(len(self)) if rng is not None else np.arange(len(self))
+        return [order[i:i + batch_size] for i in range(0, len(self), batch_size)]
+
+    def collate(self, idx: np.ndarray, train: bool = False):
+        import torch
+
+        images = torch.from_numpy(np.stack([self.pixels[i] for i in idx])).permute(0, 3, 1, 2).float() / 255.0
+        side = images.shape[-1]
+        if train and "crop" in self.augment:
+            # Random crop per image: torch's generator, so a resumed run draws the same crops (its state is saved).
+            offsets = torch.randint(0, side - self.crop + 1, (len(idx), 2))
+            images = torch.stack([im[:, y:y + self.crop, x:x + self.crop] for im, (y, x) in zip(images, offsets.tolist())])
+        else:
+            start = (side - self.crop) // 2
+            images = images[:, :, start:start + self.crop, start:start + self.crop]
+        if train and "flip" in self.augment:
+            flip = torch.rand(len(idx)) < 0.5
+            images[flip] = images[flip].flip(-1)
+        if train and "color" in self.augment:
+            n = len(idx)
+            brightness = 1 + (torch.rand(n, 1, 1, 1) - 0.5) * 0.4
+            contrast = 1 + (torch.rand(n, 1, 1, 1) - 0.5) * 0.4
+            grey_mean = images.mean(dim=(1, 2, 3), keepdim=True)
+            images = ((images * brightness - grey_mean) * contrast + grey_mean).clamp(0, 1)
+        mean = torch.from_numpy(self.mean).view(1, 3, 1, 1)
+        std = torch.from_numpy(self.std).view(1, 3, 1, 1)
+        return {"pixel_values": (images - mean) / std}, torch.from_numpy(self.labels[idx])
+
+    def targets(self) -> np.ndarray:
+        return self.labels
+
+
+class ImageKind(Kind):
+    name = "image-classification"
+    columns = (IMAGE, LABEL)
+    descriptors = ("brightness", "contrast", "width", "height", "aspect_ratio")
+    auto_class = "AutoModelForImageClassification"
+    peft_task = ""  # no PEFT task type: adapters on train.lora.target_modules, the new head trained in full
+    baseline_name = "baseline_frozen_features_logreg"
+    default_model_name = "packaged ImageNet-pretrained model (see README)"
+
+    # --- data --------------------------------------------------------------------------------------------------
+    def read_source(self, cfg) -> pd.DataFrame:
+        if not cfg.path:
+            from tasks.kinds.image_default import default_image_folder
+
+            return self.canonical(read_image_folder(default_image_folder()))
+        return self.read_file(Path(cfg.path), cfg)
+
+    def read_file(self, path: Path, cfg) -> pd.DataFrame:
+        if path.is_dir():
+            return self.canonical(read_image_folder(path))
+        df = read_table(path, "auto", cfg.encoding, cfg.delimiter, cfg.max_bytes, cfg.max_rows)
+        clashes = {c: f"{c}_original" for c in (PATH, LABEL, ROW, IMAGE) if c in df.columns
+                   and c not in (cfg.image_column, cfg.label_column)}
+        df = df.rename(columns=clashes).rename(columns={cfg.image_column: PATH, cfg.label_column: LABEL})
+        if PATH in df.columns:  # paths are relative to the table's own folder
+            df[PATH] = [str(p) if Path(str(p)).is_absolute() else str(path.parent / str(p)) for p in df[PATH]]
+        return self.canonical(df)
+
+    def canonical(self, df: pd.DataFrame) -> pd.DataFrame:
+        if PATH in df.columns:
+            df = df.assign(**{IMAGE: [read_bytes(p) for p in df[PATH]]})
+        df.insert(0, ROW, range(1, len(df) + 1))
+        return df.reset_index(drop=True)
+
+    def source_label(self, cfg) -> str:
+        if cfg.path:
+            return str(cfg.path)
+        from tasks.kinds.image_default import DEFAULT_DATA_LABEL
+
+        return DEFAULT_DATA_LABEL
+
+    def required_columns(self, cfg, labelled: bool) -> list[tuple[str, str, str]]:
+        needed = [(PATH, "data.image_column", cfg.image_column)]
+        return needed + ([(LABEL, "data.label_column", cfg.label_column)] if labelled else [])
+
+    def row_rules(self, df, data_cfg, cfg, allowed, labelled, mark) -> dict:
+        found = pd.DataFrame([inspect(b, cfg.min_image_side) for b in df[IMAGE]], index=df.index,
+                             columns=["rule", "detail", "mode", "width", "height"])
+        where = " (" + df[PATH].astype(str) + ")"
+        for rule in ("missing_file", "unreadable", "truncated", "tiny_image"):
+            mark(found["rule"] == rule, rule, found["detail"] + where)
+        label = df[LABEL].astype("string").fillna("").str.strip() if labelled else pd.Series("", index=df.index)
+        if labelled:
+            mark(label == "", "blank_label", f"no value in column {data_cfg.label_column!r}" + where)
+            if allowed is not None:
+                mark(~label.isin(allowed), "unknown_label", "label " + label + " is not one of " + repr(sorted(allowed))
+                     + where)
+        other_mode = (found["mode"] != "RGB") & (found["rule"] == "")
+        if cfg.image_mode_action == "quarantine":
+            mark(other_mode, "image_mode", "mode " + found["mode"] + " is not RGB (validate.image_mode_action)" + where)
+        digest = df[IMAGE].map(lambda b: hashlib.sha256(b).hexdigest() if b is not None else "")
+        if labelled and cfg.drop_conflicting_labels:
+            mark.conflicting(digest, label)
+        if cfg.drop_duplicates:
+            mark.duplicates(digest, "duplicate_image", "same image bytes as row {first}")
+        modes = found.loc[other_mode & mark.live, "mode"].value_counts()
+        return {"converted_modes": {str(k): int(v) for k, v in modes.items()}} if cfg.image_mode_action == "convert" else {}
+
+    def clean(self, accepted: pd.DataFrame, labelled: bool) -> pd.DataFrame:
+        if labelled:
+            accepted = accepted.assign(**{LABEL: accepted[LABEL].astype("string").str.strip().astype(str)})
+        return accepted
+
+    def display(self, df: pd.DataFrame) -> pd.DataFrame:
+        label = df[LABEL] if LABEL in df.columns else pd.Series("", index=df.index)
+        return pd.DataFrame({PATH: df[PATH].astype(str), LABEL: label.astype("string").fillna("")})
+
+    def profile_report(self, accepted: pd.DataFrame) -> dict:
+        sizes = pd.DataFrame([inspect(b, 1)[3:] for b in accepted[IMAGE]], columns=["width", "height"])
+        return {"length": {k: {s: float(v) for s, v in sizes[k].describe().items() if s != "count"}
+                           for k in ("width", "height")}}
+
+    # --- preprocess --------------------------------------------------------------------------------------------
+    def group_key(self, df: pd.DataFrame) -> pd.Series:
+        return df[IMAGE].map(lambda b: hashlib.sha256(b).hexdigest())
+
+    def encode(self, part: pd.DataFrame, processor, cfg, labels: list[str]) -> tuple[pd.DataFrame, dict]:
+        side = stored_side(cfg.image_size)
+        index = {name: i for i, name in enumerate(labels)}
+        sizes = [inspect(b, 1)[3:] for b in part[IMAGE]]
+        table = part.reset_index(drop=True).drop(columns=[IMAGE]).assign(
+            pixels=[square(b, side).tobytes() for b in part[IMAGE]],
+            width=[s[0] for s in sizes], height=[s[1] for s in sizes], side=side, image_size=cfg.image_size)
+        if LABEL in table.columns:
+            table["label_id"] = table[LABEL].map(index).astype("int64")
+        return table, {"stored_side": side, "image_size": cfg.image_size}
+
+    # --- model -------------------------------------------------------------------------------------------------
+    def load_processor(self, path: str):
+        """The model's own image processor when it has one (mean/std, size); else ImageNet-free defaults."""
+        from transformers import AutoImageProcessor, ViTImageProcessor
+
+        try:
+            return AutoImageProcessor.from_pretrained(path)
+        except (OSError, ValueError):
+            return ViTImageProcessor(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+
+    def saved_processor(self, processor, train: pd.DataFrame):
+        """What the saved model directory carries: the base's normalisation at the size training cropped to (what
+        `transformers.pipeline("image-classification")` and `tuneline predict` then use)."""
+        from transformers import ViTImageProcessor
+
+        size = int(train["image_size"].iloc[0])
+        return ViTImageProcessor(size={"height": size, "width": size},
+                                 image_mean=list(processor.image_mean), image_std=list(processor.image_std))
+
+    def split(self, frame: pd.DataFrame, processor, train_cfg=None) -> ImageSplit:
+        frame = self._with_encoding(frame, processor)
+        side = int(frame["side"].iloc[0]) if len(frame) else 1
+        crop = int(frame["image_size"].iloc[0]) if len(frame) else 1
+        pixels = [np.frombuffer(b, dtype=np.uint8).reshape(side, side, 3) for b in frame[PIXELS]]
+        labels = frame["label_id"].to_numpy(np.int64) if "label_id" in frame.columns else np.zeros(len(frame), np.int64)
+        return ImageSplit(pixels, labels, crop, np.asarray(processor.image_mean, dtype=np.float32),
+                          np.asarray(processor.image_std, dtype=np.float32),
+                          tuple(train_cfg.image_augment) if train_cfg is not None else ())
+
+    def _with_encoding(self, frame: pd.DataFrame, processor) -> pd.DataFrame:
+        """Rows read from files (predict, monitoring) are encoded at the size the model was trained at."""
+        if PIXELS in frame.columns:
+            return frame
+        size = processor_side(processor)
+        side = stored_side(size)
+        return frame.assign(pixels=[square(b, side).tobytes() for b in frame[IMAGE]], side=side, image_size=size,
+                            width=[inspect(b, 1)[3] for b in frame[IMAGE]],
+                            height=[inspect(b, 1)[4] for b in frame[IMAGE]])
+
+    # --- evaluation --------------------------------------------------------------------------------------------
+    def predict(self, model, processor, frame, labels, batch_size, device, embeddings=False, desc="predict",
+                max_length=None) -> Predicted:
+        from tasks.engine.batching import predict_outputs
+
+        if len(frame) == 0:
+            return Predicted(np.array([], dtype=object), np.zeros((0, len(labels)), np.float32), np.zeros(0, int))
+        probs, emb = predict_outputs(model, self.split(frame, processor), batch_size, device, desc, embeddings)
+        return Predicted(np.array(labels, dtype=object)[probs.argmax(axis=1)], probs, np.arange(len(frame)), emb)
+
+    def scores(self, y_true, y_pred, labels) -> dict:
+        return label_scores(y_true, y_pred, labels)
+
+    def baseline(self, train, test, labels, cfg, seed, base_model) -> np.ndarray:
+        """Logistic regression on the frozen pre-trained backbone's pooled features (centre crops)."""
+        import torch
+        from sklearn.linear_model import LogisticRegression
+        from transformers import AutoModel
+
+        from tasks.engine.batching import forward_batches, mean_pool, pick_device
+        from tasks.files.assets import resolve_model
+
+        path = resolve_model(base_model, self.name)
+        processor = self.load_processor(path)
+        backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
+        device = pick_device()
+        backbone.to(device)
+
+        def features(frame: pd.DataFrame) -> np.ndarray:
+            split = self.split(frame, processor)
+            out = np.zeros((len(frame), 0), dtype=np.float32)
+            for idx, _, result in forward_batches(backbone, split, cfg.batch_size, device, "baseline features"):
+                hidden = result.last_hidden_state
+                pooled = mean_pool(hidden, None).cpu().numpy()
+                out = np.zeros((len(frame), pooled.shape[1]), dtype=np.float32) if out.shape[1] == 0 else out
+                out[idx] = pooled
+            return out
+
+        clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
+        clf.fit(features(train), train[LABEL])
+        return clf.predict(features(test)).astype(object)
+
+    # --- serving and monitoring --------------------------------------------------------------------------------
+    def read_predict_input(self, path: Path, column: Optional[str]) -> pd.DataFrame:
+        """A folder of images (any depth), or a CSV/Parquet/JSONL with an image path column."""
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+            df = pd.DataFrame({PATH: [str(p) for p in files]})
+        else:
+            df = pd.DataFrame() if path.exists() and path.stat().st_size == 0 else read_table(path)
+            column = column or IMAGE
+            if len(df.columns) and column not in df.columns:
+                raise DataFileError(f"{path}: image column {column!r} is missing; columns present: "
+                                    f"{', '.join(map(str, df.columns))} (use --column)")
+            if not len(df.columns):
+                df = pd.DataFrame({PATH: pd.Series(dtype=str)})
+            else:
+                df = df.assign(**{PATH: [str(p) if Path(str(p)).is_absolute() else str(path.parent / str(p))
+                                         for p in df[column]]})
+        images = [read_bytes(p) for p in df[PATH]]
+        bad = [(p, inspect(b, 1)) for p, b in zip(df[PATH], images) if inspect(b, 1)[0]]
+        if bad:
+            path_, (rule, detail, *_) = bad[0]
+            raise DataFileError(f"{path_}: {detail} (rule: {rule}); {len(bad)} of {len(df)} images cannot be read")
+        out = df.assign(**{IMAGE: images})
+        out.attrs["internal"] = [IMAGE]
+        return out
+
+    def prediction_columns(self, predicted: Predicted, labels: list[str], frame: pd.DataFrame) -> dict:
+        return probability_columns(predicted, labels)
+
+    def profile(self, predicted, frame, labels, processor) -> pd.DataFrame:
+        frame = self._with_encoding(frame, processor)
+        side = int(frame["side"].iloc[0]) if len(frame) else 1
+        grey = [np.frombuffer(b, dtype=np.uint8).reshape(side, side, 3).mean(axis=2) for b in frame[PIXELS]]
+        out = pd.DataFrame({
+            "brightness": [float(g.mean()) for g in grey], "contrast": [float(g.std()) for g in grey],
+            "width": frame["width"].astype(float).to_numpy(), "height": frame["height"].astype(float).to_numpy()})
+        out["aspect_ratio"] = out["width"] / out["height"].where(out["height"] > 0, 1)
+        if LABEL in frame.columns:
+            out[LABEL] = frame[LABEL].astype(str).to_numpy()
+        out[PRED] = list(predicted.rows)
+        out[CONFIDENCE] = predicted.unit_probs.max(axis=1) if len(frame) else []
+        return pd.concat([out, embedding_frame(predicted.embeddings)], axis=1)
+
