@@ -175,3 +175,45 @@ def created_flow_run_id(deployment_run_stdout: str) -> str:
     match = re.search(r"UUID: ([0-9a-f-]{36})", deployment_run_stdout)
     assert match, deployment_run_stdout
     return match.group(1)
+
+
+def make_images(root: Path, per_class: int = 20, seed: int = 0) -> Path:
+    """An ImageFolder of small noisy PNGs whose class is their colour (red/green/blue): learnable in seconds."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name, colour in (("red", (200, 40, 40)), ("green", (40, 200, 40)), ("blue", (40, 40, 200))):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            shape = (int(rng.integers(36, 80)), int(rng.integers(36, 80)), 3)
+            pixels = np.clip(rng.normal(colour, 50, size=shape), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_resnet_dir(tmp_path_factory) -> Path:
+    """A 2-stage, 16-channel ResNet from a config (random weights) with an image processor: the real code path."""
+    import torch
+    from transformers import ResNetConfig, ResNetForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-resnet")
+    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+    ResNetForImageClassification(config).save_pretrained(out)
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_image_model(tmp_path_factory, tiny_resnet_dir) -> Path:
+    """The tiny ResNet saved as tuneline saves a trained image classifier (new 3-class head, kind marker)."""
+    from tasks.engine.modeling import load_model, save_classifier
+    from tasks.kinds import get_kind
+
+    kind = get_kind("image-classification")
+    out = tmp_path_factory.mktemp("tiny-image-model")
+    model = load_model(str(tiny_resnet_dir), ["blue", "green", "red"], auto_class=kind.auto_class)
+    save_classifier(model, kind.load_processor(str(tiny_resnet_dir)), out, str(tiny_resnet_dir), kind=kind.name)
+    return out

@@ -77,6 +77,12 @@ def bio_violation(tags: list) -> Optional[str]:
     return None
 
 
+def words_and_offsets(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Raw text -> words (runs of letters/digits, or single punctuation marks) and their character spans."""
+    found = list(re.finditer(r"\w+|[^\w\s]", text))
+    return [m.group() for m in found], [(m.start(), m.end()) for m in found]
+
+
 def entities(words: list[str], tags: list[str], scores: Optional[np.ndarray] = None,
              offsets: Optional[list[tuple[int, int]]] = None, text: Optional[str] = None) -> list[dict]:
     """BIO tags -> entity spans like the HF pipeline's "simple" aggregation: group, words, start/end characters
@@ -155,7 +161,7 @@ class TokenKind(Kind):
 
     def row_rules(self, df, data_cfg, cfg, allowed, labelled, mark) -> dict:
         tokens = df[TOKENS].map(lambda t: [str(x) for x in t if x is not None and str(x).strip()])
-        where = (" (line " + df["line"].astype(str) + ")") if "line" in df.columns else ""
+        where = (" (sentence from line " + df["line"].astype(str) + ")") if "line" in df.columns else ""
         mark(tokens.map(len) == 0, "blank_tokens", "the sentence has no tokens" + where)
         if labelled:
             tags = df[TAGS]
@@ -175,7 +181,7 @@ class TokenKind(Kind):
             mark(order != "", "bio_order", order + where)
         key = tokens.map(" ".join)
         if labelled and cfg.drop_conflicting_labels:
-            mark.conflicting(key, df[TAGS].map(" ".join))
+            mark.conflicting(key, df[TAGS].map(lambda t: " ".join(str(x) for x in t)))
         if cfg.drop_duplicates:
             mark.duplicates(key, "duplicate_text", "same tokens as row {first}")
         return {}
@@ -372,9 +378,8 @@ class TokenKind(Kind):
             return pd.DataFrame({TOKENS: pd.Series(dtype=object)})
         values = df[column].tolist()
         if values and isinstance(values[0], str) and column != TOKENS:  # raw text: words with character offsets
-            spans = [[(m.group(), m.start(), m.end()) for m in re.finditer(r"\w+|[^\w\s]", v)] for v in values]
-            out = df.assign(**{TOKENS: [[s[0] for s in sp] for sp in spans],
-                               "_offsets": [[(s[1], s[2]) for s in sp] for sp in spans], "_text": values})
+            split = [words_and_offsets(str(v)) for v in values]
+            out = df.assign(**{TOKENS: [s[0] for s in split], "_offsets": [s[1] for s in split], "_text": values})
             out.attrs["internal"] = [c for c in (TOKENS, "_offsets", "_text") if c not in df.columns]
             return out
         out = df.assign(**{TOKENS: df[column].map(as_list)})

@@ -1,0 +1,101 @@
+"""Issue 11, end to end for the token and image kinds on tiny models: real `dvc repro` (all stages, then nothing), a
+real Prefect deployment run with a `task.kind` override, the gate and registry, rollback, `tuneline predict`, and the
+production directory loading with the matching `transformers.pipeline` task."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tasks.orchestration import serving
+from tests.conftest import (created_flow_run_id, dvc, flow_run_artifacts, make_images, make_project, ran_stages, sh,
+                            tiny_params, wait_for_deployments)
+
+pytestmark = pytest.mark.integration
+ALL = ["prepare", "validate", "preprocess", "train", "evaluate", "reference"]
+# The second candidate is promoted whatever it scores, so rollback has somewhere to go back from.
+ANY_CANDIDATE = {"min_delta": -1.0, "max_class_drop": 1.0, "max_set_drop": 1.0}
+
+
+def kind_params(kind: str, tmp: Path, tiny_model_dir: Path, tiny_resnet_dir: Path) -> dict:
+    if kind == "token-classification":  # the embedded WNUT-16 tweets, capped small
+        return tiny_params(tiny_model_dir, task={"kind": kind}, promote=ANY_CANDIDATE,
+                           preprocess={"max_length": 48})
+    images = make_images(tmp / "images", per_class=16)
+    return tiny_params(tiny_resnet_dir, task={"kind": kind}, data={"path": str(images)}, promote=ANY_CANDIDATE,
+                       preprocess={"image_size": 32}, train={"learning_rate": 3e-3, "epochs": 2})
+
+
+@pytest.fixture(scope="module")
+def served(prefect_env, tmp_path_factory):
+    """The deployments, served once; each run names its own project_dir."""
+    root = tmp_path_factory.mktemp("serve")
+    log = root / "serve.log"
+    proc = serving.start_serving(root, log, prefect_env)
+    try:
+        wait_for_deployments(root, prefect_env, ["training/default"], proc, log)
+        yield prefect_env, log
+    finally:
+        serving.terminate(proc)
+
+
+def tuneline(project: Path, env: dict, *args: str, check: bool = True):
+    return sh(sys.executable, "-m", "tasks.cli", *args, cwd=project, env=env, check=check)
+
+
+@pytest.mark.parametrize("kind", ["token-classification", "image-classification"])
+def test_kind_runs_through_dvc_prefect_gate_registry_and_predict(served, tmp_path, tiny_model_dir, tiny_resnet_dir,
+                                                                  kind):
+    from transformers import pipeline
+
+    env, log = served
+    project = make_project(tmp_path / "p", kind_params(kind, tmp_path, tiny_model_dir, tiny_resnet_dir))
+    first = dvc(project, "repro")
+    assert sorted(ran_stages(first.stdout)) == sorted(ALL), first.stdout
+    assert ran_stages(dvc(project, "repro").stdout) == []
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert {"macro_f1", "accuracy", "per_class"} <= set(metrics["model"]) and metrics["baseline_name"] in metrics
+
+    promoted = tuneline(project, env, "promote")
+    assert "candidate v1: PROMOTED; production is v1" in promoted.stdout
+
+    # The deployment, with the kind as an override (and one more epoch, so there is something to redo).
+    overrides = json.dumps({"task.kind": kind, "train.epochs": 3})
+    run = sh(sys.executable, "-m", "prefect", "deployment", "run", "training/default", "--watch", "--watch-timeout",
+             "400", "--param", f"project_dir={project}", "--param", f"overrides={overrides}", cwd=project, env=env,
+             check=False, timeout=450)
+    assert run.returncode == 0 and "Completed" in run.stdout, run.stdout + run.stderr + log.read_text()[-3000:]
+    shown = flow_run_artifacts(env, created_flow_run_id(run.stdout))
+    assert shown["promotion-decision"].startswith("# Candidate v2: PROMOTED")
+    assert dvc(project, "status", "--json").stdout.strip() in ("{}", "")
+    assert f"kind: {kind}" in (project / "dvc.lock").read_text()
+
+    listed = tuneline(project, env, "models")
+    assert "v2" in listed.stdout and "production" in listed.stdout
+    assert "production: v2 -> v1" in tuneline(project, env, "rollback", "v1").stdout
+
+    production = str(project / "models/production")
+    labels = json.loads((project / "data/processed/labels.json").read_text())
+    if kind == "token-classification":
+        ner = pipeline("token-classification", model=production, aggregation_strategy="simple")
+        found = ner("Barack Obama visited the Empire State Building in New York")
+        assert all(e["entity_group"] in {t[2:] for t in labels if t != "O"} for e in found)
+        src = project / "in.jsonl"
+        pd.DataFrame({"id": [1, 2], "text": ["Justin Bieber sang in Paris", "no entities here at all"]}).to_json(
+            src, orient="records", lines=True)
+        tuneline(project, env, "predict", str(src), "-o", str(project / "out.jsonl"))
+        out = pd.read_json(project / "out.jsonl", lines=True)
+        assert list(out["id"]) == [1, 2] and {"entities", "predicted_tags"} <= set(out.columns)
+        for text, ents in zip(out["text"], out["entities"]):
+            assert all(text[e["start"]:e["end"]] == e["word"] for e in ents)  # character spans into the input
+    else:
+        clf = pipeline("image-classification", model=production)
+        image = next((tmp_path / "images" / "red").glob("*.png"))
+        assert clf(str(image))[0]["label"] in labels
+        tuneline(project, env, "predict", str(tmp_path / "images" / "blue"), "-o", str(project / "out.csv"))
+        out = pd.read_csv(project / "out.csv")
+        assert len(out) == 16 and set(out["label"]) <= set(labels)
+        assert ((out.filter(like="prob_").sum(axis=1) - 1).abs() < 1e-4).all()
