@@ -26,10 +26,10 @@ LABELS = ["negative", "neutral", "positive"]
 
 def tweets():
     from tasks.config import DataConfig
-    from tasks.prepare import load_source, to_canonical
+    from tasks.kinds.text import TextKind
 
     cfg = DataConfig(include_pattern=None)
-    df = to_canonical(load_source(cfg), cfg)
+    df = TextKind().read_source(cfg)
     airline = df["text"].str.contains(DataConfig().include_pattern, case=False)
     return df[airline].sample(frac=1, random_state=0), df[~airline].sample(frac=1, random_state=1)
 
@@ -40,7 +40,8 @@ def production_project(root: Path, reference, production: Path) -> tuple[Path, s
     import torch
 
     from tasks.monitoring import profile
-    from tasks.engine.modeling import load_model
+    from tasks.config import TrainConfig
+    from tasks.train import build_model
     from tasks.predict import Predictor
     from tasks.registry.store import Registry
 
@@ -54,7 +55,7 @@ def production_project(root: Path, reference, production: Path) -> tuple[Path, s
         registry.promote(production, {**record, "version": 1}, (production / "README.md").read_text())
         return root, f"production v{record['version']} of {production} (test macro-F1 {record['metrics']['macro_f1']:.4f})"
     torch.manual_seed(0)
-    model, tokenizer = load_model("default", LABELS)
+    model, tokenizer = build_model(TrainConfig(), LABELS)
     model_dir = root / "candidate"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
@@ -96,11 +97,12 @@ def report_times(rows: int, airline, other) -> dict:
 
     from tasks.monitoring import drift
     from tasks.monitoring import profile
-    from tasks.engine.modeling import load_model
+    from tasks.config import TrainConfig
+    from tasks.train import build_model
     from tasks.predict import Predictor
 
     torch.manual_seed(0)
-    model, tokenizer = load_model("default", LABELS)
+    model, tokenizer = build_model(TrainConfig(), LABELS)
     model_dir = Path(tempfile.mkdtemp())
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)

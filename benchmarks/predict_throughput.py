@@ -16,10 +16,10 @@ import numpy as np
 
 def load_rows(n: int, seed: int = 0):
     from tasks.config import DataConfig
-    from tasks.prepare import load_source, to_canonical
+    from tasks.kinds.text import TextKind
 
     cfg = DataConfig(include_pattern=None)
-    df = to_canonical(load_source(cfg), cfg).sample(n=n, random_state=seed)
+    df = TextKind().read_source(cfg).sample(n=n, random_state=seed)
     return df["text"].astype(str).tolist(), df["label"].tolist()
 
 

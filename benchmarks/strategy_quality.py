@@ -23,16 +23,14 @@ from sklearn.metrics import f1_score
 
 from tasks import train
 from tasks.config import load_params
-from tasks.engine.modeling import load_model
+from tasks.train import build_model
 from tasks.predict import Predictor
 
 
 def test_macro_f1(model_dir: Path, processed: Path, batch_size: int) -> float:
-    from tasks.engine.batching import TokenizedSplit
-
-    test = TokenizedSplit.read(processed / "test.parquet")
-    probs = Predictor(model_dir, batch_size=batch_size).split_probabilities(test, desc="test")
-    return float(f1_score(test.labels, probs.argmax(-1), average="macro"))
+    test = pd.read_parquet(processed / "test.parquet")
+    predicted = Predictor(model_dir, batch_size=batch_size).predict(test, desc="test")
+    return float(f1_score(test["label"], predicted.rows, average="macro"))
 
 
 def hf_trainer(cfg, processed: Path, out: Path) -> None:
@@ -45,7 +43,7 @@ def hf_trainer(cfg, processed: Path, out: Path) -> None:
                             "attention_mask": [[1] * len(x) for x in df["input_ids"]],
                             "labels": df["label_id"].tolist()})
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_model(cfg.model, labels)
+    model, tokenizer = build_model(cfg, labels)
     cuda = torch.cuda.is_available()
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=cfg.batch_size,
                              num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,

@@ -20,8 +20,8 @@ import torch
 
 from tasks.engine.batching import TokenizedSplit
 from tasks.config import TrainConfig
-from tasks.engine.modeling import load_model
-from tasks.train import fit
+from tasks.engine.loop import fit
+from tasks.train import build_model
 
 
 def tweets(n: int) -> tuple[list[str], list[int]]:
@@ -51,7 +51,7 @@ def model_dir(kind: str, workdir: Path) -> str:
 
 
 def n_params(path: str) -> int:
-    model, _ = load_model(path, ["a", "b", "c"])
+    model, _ = build_model(TrainConfig(model=path), ["a", "b", "c"])
     return sum(p.numel() for p in model.parameters())
 
 
@@ -59,7 +59,7 @@ def run_hf_trainer(path: str, enc: dict, labels: list[int], bs: int, lr: float) 
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    model, tokenizer = load_model(path, ["negative", "neutral", "positive"])
+    model, tokenizer = build_model(TrainConfig(model=path), ["negative", "neutral", "positive"])
     ds = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
     cuda = torch.cuda.is_available()
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=bs, num_train_epochs=1,
@@ -76,11 +76,17 @@ def run_hf_trainer(path: str, enc: dict, labels: list[int], bs: int, lr: float) 
 
 def run_tuneline(path: str, enc: dict, labels: list[int], bs: int, lr: float) -> float:
     ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
-    split = TokenizedSplit(ids, np.asarray(labels, dtype=np.int64), np.array([len(x) for x in ids]))
-    model, tokenizer = load_model(path, ["negative", "neutral", "positive"])
     cfg = TrainConfig(model=path, epochs=1, batch_size=bs, learning_rate=lr, warmup_ratio=0.0)
-    tiny_val = TokenizedSplit(ids[:bs], split.labels[:bs], split.lengths[:bs])
-    _, result = fit(model, split, tiny_val, tokenizer.pad_token_id or 0, cfg)
+    names = ["negative", "neutral", "positive"]
+    model, tokenizer = build_model(cfg, names)
+    split = TokenizedSplit(ids, np.asarray(labels, dtype=np.int64), np.array([len(x) for x in ids]),
+                           tokenizer.pad_token_id or 0)
+    import pandas as pd
+
+    from tasks.kinds.text import TextKind
+
+    tiny_val = pd.DataFrame({"input_ids": ids[:bs], "label": [names[i] for i in labels[:bs]]})
+    _, result = fit(model, split, TextKind().validator(tiny_val, tokenizer, names), cfg)
     return result.samples_per_s  # training time only, as for the Trainer (its validation is excluded)
 
 

@@ -86,7 +86,10 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
                                params.promote.metric, unchanged=True)
     production, sets = None, {}
     kind = get_kind(params.task.kind)
-    if parent is not None:
+    production_kind = next((r.get("kind", "text-classification") for r in registry.records()
+                            if r["version"] == parent), kind.name)
+    comparable = parent is not None and production_kind == kind.name
+    if comparable:
         test = kind.read_split(processed / "test.parquet")
         y_pred = predictions_of(registry.production, kind, test, params.preprocess.max_length,
                                 params.evaluate.batch_size)
@@ -95,6 +98,10 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
         sets = test_sets(evaluation.get("by_origin", {}), scores_by_origin(kind, test, y_true, y_pred, labels),
                          params.data.batches)
     decision = gate.decide(candidate, production, params.promote, sets)
+    if parent is not None and not comparable:  # the project's task changed: nothing to compare the candidate with
+        decision.reasons = [f"production v{parent} is a {production_kind} model and this candidate is "
+                            f"{kind.name}: the first {kind.name} candidate is promoted (tuneline rollback v{parent} "
+                            "restores the previous one)"]
     record = {
         "version": registry.next_version(), "created": now(), "parent": parent, "weights_sha256": fingerprint,
         "kind": kind.name, "base_model": params.train.model if params.train.model != "default" else

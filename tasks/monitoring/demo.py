@@ -6,17 +6,18 @@ from pathlib import Path
 from typing import Literal
 
 from tasks.config import DataConfig
-from tasks.prepare import load_source
+from tasks.kinds.text import TextKind
 from tasks.files.tables import csv_text, write_text
 
 
 def write_batch(cfg: DataConfig, output: str | Path, rows: int, topics: Literal["other", "same"] = "other",
                 seed: int = 7, labelled: bool = True) -> Path:
-    df = load_source(cfg.model_copy(update={"path": None}))
-    text = df[cfg.text_column].astype(str)
+    df = TextKind().read_source(cfg.model_copy(update={"path": None, "include_pattern": None}))
+    text = df["text"].astype(str)
     on_topic = text.str.contains(cfg.include_pattern, case=False, regex=True) if cfg.include_pattern else True
     pool = df[~on_topic] if topics == "other" else df[on_topic]
-    batch = pool.sample(n=min(rows, len(pool)), random_state=seed)[[cfg.text_column, cfg.label_column]]
+    batch = pool.sample(n=min(rows, len(pool)), random_state=seed)[["text", "label"]].rename(
+        columns={"text": cfg.text_column, "label": cfg.label_column})
     if not labelled:
         batch = batch.drop(columns=[cfg.label_column])
     write_text(csv_text(batch), output)
