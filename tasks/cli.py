@@ -251,7 +251,7 @@ def ingest_cmd(path: Path = typer.Argument(..., help="a batch of new data: CSV /
     with project_lock(paths.root, params.monitor.lock_timeout_s):
         registry = Registry(paths.registry, paths.production)
         b = BatchStore(paths.batches).ingest(path, params.data, params.validate_,
-                                             monitor.training_labels(registry, params))
+                                             monitor.training_labels(registry, params), kind=params.task.kind)
         dvc_add(paths.batches.relative_to(paths.root), paths.root)
     out.print(f"ingest: batch {b.id}: {b.rows_accepted} of {b.rows_in} rows accepted "
               f"({b.rows_quarantined} quarantined; {'labelled' if b.labelled else 'unlabelled'}) -> "

@@ -24,14 +24,13 @@ PRED, CONFIDENCE = "predicted_label", "confidence"  # profile columns every kind
 EMB_PREFIX = "emb_"
 
 
-
 @dataclass
 class Predicted:
     """A model's predictions on canonical rows.
 
     rows: one entry per input row, as label names (a name per row, or a list of tag names per row for tokens).
-    unit_true / unit_probs: the flat units the confusion matrix and calibration read (rows, or words for tokens);
-    unit_true is filled only when the rows were labelled. embeddings: per row, when asked for.
+    unit_probs: class probabilities of the flat units the confusion matrix and calibration read (rows, or words
+    for tokens; `Kind.unit_truth` gives their gold labels). embeddings: per row, when asked for.
     """
     rows: np.ndarray
     unit_probs: np.ndarray
@@ -45,8 +44,6 @@ class Kind:
     columns: tuple[str, ...]        # canonical data columns besides row/origin
     label_column: str = LABEL       # the canonical column that holds the labels (absent in an unlabelled batch)
     min_classes: int = 2            # a training set needs at least this many classes (class_values)
-    descriptors: tuple[str, ...] = ()  # numeric drift descriptors in a profile
-    text_column: Optional[str] = None  # a profile column Evidently checks as text, if the kind has one
 
     # --- data --------------------------------------------------------------------------------------------------
     def read_source(self, cfg) -> pd.DataFrame:

@@ -155,7 +155,6 @@ class ImageSplit:
 class ImageKind(Kind):
     name = "image-classification"
     columns = (IMAGE, LABEL)
-    descriptors = ("brightness", "contrast", "width", "height", "aspect_ratio")
     auto_class = "AutoModelForImageClassification"
     peft_task = ""  # no PEFT task type: adapters on train.lora.target_modules, the new head trained in full
     baseline_name = "baseline_frozen_features_logreg"

@@ -81,8 +81,6 @@ def descriptors(texts: pd.Series, vocab: set[str], lowercase: bool) -> pd.DataFr
 class TextKind(Kind):
     name = "text-classification"
     columns = (TEXT, LABEL)
-    descriptors = ("text_length", "word_count", "non_letter_share", "oov_share")
-    text_column = TEXT
     auto_class = "AutoModelForSequenceClassification"
     peft_task = "SEQ_CLS"
     baseline_name = "baseline_tfidf_logreg"

@@ -120,7 +120,6 @@ class TokenKind(Kind):
     columns = (TOKENS, TAGS)
     label_column = TAGS
     min_classes = 1  # entity types; "O" alone is no task
-    text_column = "text"
     auto_class = "AutoModelForTokenClassification"
     peft_task = "TOKEN_CLS"
     baseline_name = "baseline_word_tag_dictionary"

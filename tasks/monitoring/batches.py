@@ -94,6 +94,9 @@ class BatchStore:
                known_labels: Optional[list[str]], kind: Kind | str = "text-classification") -> BatchInfo:
         """Validate `path` against the training schema and labels; store it if accepted, else raise BatchRejected."""
         path = Path(path)
+        if not path.is_file():
+            raise BatchRejected(f"{path}: a batch is one file (CSV/Parquet/JSONL; CoNLL for tokens; for images a "
+                                "CSV/Parquet of image paths)" if path.exists() else f"{path}: file not found")
         sha = file_sha256(path)
         stored = self._with_sha256(sha)
         if stored is not None:
