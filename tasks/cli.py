@@ -106,8 +106,9 @@ def train_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Optio
     r = train.run(cfg, input_dir, model_dir, metrics_dir, checkpoint_dir, kind=params_.task.kind)
     if distributed.is_main():
         resumed = f"; resumed at step {r.resumed_from_step}" if r.resumed_from_step else ""
+        tokens = f", {r.tokens_per_s:.0f} tokens/s" if r.tokens_per_s != r.samples_per_s else ""  # images: rows
         out.print(f"train ({cfg.strategy}): best val macro-F1 {r.best_val_macro_f1:.4f} at epoch "
-                  f"{r.best_epoch}/{r.epochs_run} ({r.samples_per_s:.1f} samples/s, {r.tokens_per_s:.0f} tokens/s "
+                  f"{r.best_epoch}/{r.epochs_run} ({r.samples_per_s:.1f} samples/s{tokens} "
                   f"on {r.device} x{r.world_size}){resumed}; model in {r.model_dir}")
 
 
@@ -175,7 +176,8 @@ def models_cmd(registry: Path = REGISTRY, production: Path = PRODUCTION):
                              commit), highlight=False)
     out.print("data = DVC hash of data/processed; * = code had uncommitted changes", style="dim")
     for r in reg.records():
-        out.print(f"v{r['version']}: " + "; ".join(r["decision"]["reasons"]), highlight=False)
+        out.print(f"v{r['version']} ({r.get('kind', 'text-classification')}): " + "; ".join(r["decision"]["reasons"]),
+                  highlight=False)
     for e in reg.events():
         if e["event"] == "rolled_back":
             out.print(f"{e['time']}: rolled back from v{e['from_version']} to v{e['version']}", highlight=False)

@@ -184,6 +184,19 @@ def embedding_frame(emb: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(emb, columns=[f"{EMB_PREFIX}{i}" for i in range(emb.shape[1])])
 
 
+def read_input_table(path: Path, columns: list[str], what: str) -> tuple[pd.DataFrame, str]:
+    """A prediction input table (CSV/Parquet/JSONL) and the first of `columns` it has; an empty file is an empty
+    table; when none is there, the message names them and the columns present."""
+    from tasks.files.tables import DataFileError, read_table
+
+    df = pd.DataFrame() if path.exists() and path.stat().st_size == 0 else read_table(path)
+    found = next((c for c in columns if c in df.columns), columns[0])
+    if len(df.columns) and found not in df.columns:
+        raise DataFileError(f"{path}: {what} column {' or '.join(map(repr, columns))} is missing; columns present: "
+                            f"{', '.join(map(str, df.columns))} (use --column)")
+    return df, found
+
+
 def label_scores(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
     """One label per row (text, image): accuracy, macro/weighted F1 over every label, per-class report."""
     from sklearn.metrics import accuracy_score, classification_report, f1_score

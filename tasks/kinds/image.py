@@ -22,7 +22,7 @@ import pandas as pd
 
 from tasks.files.tables import DataFileError, read_table
 from tasks.kinds.base import (CONFIDENCE, LABEL, PRED, ROW, Kind, Predicted, embedding_frame, label_scores,
-                              probability_columns)
+                              probability_columns, read_input_table)
 
 IMAGE, PATH, PIXELS = "image", "path", "pixels"
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -180,7 +180,7 @@ class ImageKind(Kind):
         return self.canonical(df)
 
     def canonical(self, df: pd.DataFrame) -> pd.DataFrame:
-        if PATH in df.columns:
+        if IMAGE not in df.columns and PATH in df.columns:  # the embedded default comes with its bytes
             df = df.assign(**{IMAGE: [read_bytes(p) for p in df[PATH]]})
         df.insert(0, ROW, range(1, len(df) + 1))
         return df.reset_index(drop=True)
@@ -336,11 +336,7 @@ class ImageKind(Kind):
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
             df = pd.DataFrame({PATH: [str(p) for p in files]})
         else:
-            df = pd.DataFrame() if path.exists() and path.stat().st_size == 0 else read_table(path)
-            column = column or IMAGE
-            if len(df.columns) and column not in df.columns:
-                raise DataFileError(f"{path}: image column {column!r} is missing; columns present: "
-                                    f"{', '.join(map(str, df.columns))} (use --column)")
+            df, column = read_input_table(path, [column or IMAGE], "image")
             if not len(df.columns):
                 df = pd.DataFrame({PATH: pd.Series(dtype=str)})
             else:

@@ -17,7 +17,7 @@ from tasks.files.assets import EMBEDDED_CORPUS, EMBEDDED_CORPUS_ENCODING, embedd
 from tasks.files.tables import read_table
 from tasks.kinds import text_quality as quality
 from tasks.kinds.base import (CONFIDENCE, LABEL, PRED, ROW, Kind, Predicted, embedding_frame, label_scores,
-                              probability_columns)
+                              probability_columns, read_input_table)
 from tasks.kinds.text_augment import augment
 
 TEXT = "text"
@@ -220,13 +220,7 @@ class TextKind(Kind):
 
     # --- serving and monitoring --------------------------------------------------------------------------------
     def read_predict_input(self, path: Path, column: Optional[str]) -> pd.DataFrame:
-        from tasks.files.tables import DataFileError
-
-        df = pd.DataFrame() if path.exists() and path.stat().st_size == 0 else read_table(path)
-        column = column or TEXT
-        if len(df.columns) and column not in df.columns:
-            raise DataFileError(f"{path}: text column {column!r} is missing; columns present: "
-                                f"{', '.join(map(str, df.columns))} (use --column)")
+        df, column = read_input_table(path, [column or TEXT], "text")
         if not len(df.columns):
             return pd.DataFrame({TEXT: pd.Series(dtype=str)})
         if column == TEXT:

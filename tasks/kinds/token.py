@@ -20,7 +20,7 @@ import pandas as pd
 
 from tasks.files.assets import EMBEDDED_NER, embedded_ner_path
 from tasks.files.tables import DataFileError, read_table
-from tasks.kinds.base import CONFIDENCE, LABEL, PRED, ROW, Kind, Predicted, embedding_frame
+from tasks.kinds.base import CONFIDENCE, LABEL, PRED, ROW, Kind, Predicted, embedding_frame, read_input_table
 
 TOKENS, TAGS = "tokens", "tags"
 OUTSIDE = "O"
@@ -368,11 +368,7 @@ class TokenKind(Kind):
             df = read_conll(path)[[TOKENS]]
             df.attrs["internal"] = []
             return df
-        df = pd.DataFrame() if path.exists() and path.stat().st_size == 0 else read_table(path)
-        column = column or (TOKENS if TOKENS in df.columns else "text")
-        if len(df.columns) and column not in df.columns:
-            raise DataFileError(f"{path}: column {column!r} is missing (a list of words, or raw text); columns "
-                                f"present: {', '.join(map(str, df.columns))} (use --column)")
+        df, column = read_input_table(path, [column] if column else [TOKENS, "text"], "word-list or text")
         if not len(df.columns):
             return pd.DataFrame({TOKENS: pd.Series(dtype=object)})
         values = df[column].tolist()

@@ -140,6 +140,8 @@ def stop(project_dir: Path) -> str:
 
 def use_running_server(port: int = DEFAULT_PORT) -> None:
     """Send flow runs to a local `tuneline serve` server when one answers, so they show in its UI."""
+    # A local tool sends no telemetry (and offline, the temporary server's heartbeat only logs lock errors).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if "PREFECT_API_URL" not in os.environ and is_healthy(api_url(port), timeout=0.5):
         os.environ["PREFECT_API_URL"] = api_url(port)
 
