@@ -28,9 +28,9 @@ def tweets():
     from tasks.config import DataConfig
     from tasks.kinds.text import TextKind
 
-    cfg = DataConfig(include_pattern=None)
+    cfg = DataConfig(embedded_topic_pattern=None)
     df = TextKind().read_source(cfg)
-    airline = df["text"].str.contains(DataConfig().include_pattern, case=False)
+    airline = df["text"].str.contains(DataConfig().embedded_topic_pattern, case=False)
     return df[airline].sample(frac=1, random_state=0), df[~airline].sample(frac=1, random_state=1)
 
 

@@ -18,7 +18,7 @@ def load_rows(n: int, seed: int = 0):
     from tasks.config import DataConfig
     from tasks.kinds.text import TextKind
 
-    cfg = DataConfig(include_pattern=None)
+    cfg = DataConfig(embedded_topic_pattern=None)
     df = TextKind().read_source(cfg).sample(n=n, random_state=seed)
     return df["text"].astype(str).tolist(), df["label"].tolist()
 

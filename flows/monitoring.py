@@ -29,6 +29,8 @@ def project_resource(root: str | Path) -> str:
 # batch the failed attempt may already have stored instead of refusing it as a duplicate.
 process_file = task(monitor.process_file, name="process-batch", task_run_name="{file.name}", retries=1,
                     retry_delay_seconds=5)
+check_stored = task(monitor.process_stored, name="check-stored-batch", task_run_name="{batch.id}", retries=1,
+                    retry_delay_seconds=5)
 
 
 @flow(name="monitoring", log_prints=True)
@@ -41,6 +43,8 @@ def monitoring(project_dir: str = ".", drop_dir: Optional[str] = None, files: Op
         with project_lock(paths.root, params.monitor.lock_timeout_s):
             todo, from_drop = monitor.files_to_process(paths, drop_dir, files)
             outcomes = [process_file(params, paths, f, from_drop) for f in todo]
+            # Then every stored batch still without a drift verdict (e.g. it came in through `tuneline ingest`).
+            outcomes += [check_stored(params, paths, b) for b in monitor.unchecked_batches(paths)]
     except ProjectBusy as busy:  # a normal outcome for a scheduled run: nothing done, say why
         get_run_logger().warning(str(busy))
         return {"busy": str(busy)}

@@ -17,6 +17,7 @@ from tasks.orchestration.locking import ProjectBusy
 from tasks.orchestration.pipeline import USER_ERROR_EXIT
 from tasks.registry.store import Registry, RegistryError
 from tasks.files.tables import DataFileError
+from tasks.prepare import PrepareFailed
 from tasks.validate import ValidationFailed
 
 app = typer.Typer(help="tuneline: fine-tune pre-trained models with DVC stages and Prefect flows.", no_args_is_help=True)
@@ -37,7 +38,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (ConfigError, DataFileError, ValidationFailed, RegistryError, FileNotFoundError, BatchRejected,
-                ProjectBusy) as exc:
+                ProjectBusy, PrepareFailed) as exc:
             err.print(f"[bold red]tuneline: error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(USER_ERROR_EXIT)
     return wrapper
@@ -52,7 +53,8 @@ def prepare_cmd(output: Path = typer.Option(..., help="the task kind's canonical
 
     cfg = load_params(params)
     r = prepare.run(cfg.data, output, batches_dir, kind=cfg.task.kind)
-    out.print(f"prepare: {r.rows_in} rows from {r.source} -> {r.rows_out} rows in {r.output}")
+    filtered = f" ({r.filtered()})" if r.filtered() else ""
+    out.print(f"prepare: {r.rows_in} rows from {r.source} -> {r.rows_out} rows in {r.output}{filtered}")
 
 
 @stage.command("validate")
@@ -257,7 +259,10 @@ def ingest_cmd(path: Path = typer.Argument(..., help="a batch of new data: CSV /
         dvc_add(paths.batches.relative_to(paths.root), paths.root)
     out.print(f"ingest: batch {b.id}: {b.rows_accepted} of {b.rows_in} rows accepted "
               f"({b.rows_quarantined} quarantined; {'labelled' if b.labelled else 'unlabelled'}) -> "
-              f"{paths.batches / b.id}")
+              f"{paths.batches / b.id}", highlight=False)
+    if b.note:
+        out.print(f"  note: {b.note}", highlight=False)
+    out.print("  next: `tuneline monitor` checks it for drift against production", highlight=False)
 
 
 @app.command("monitor")

@@ -40,8 +40,10 @@ class DataConfig(_Strict):
     tags_column: str = Field("tags", description="token-classification: the column of BIO tag lists")
     image_column: str = Field("image", description="image-classification: the column of image paths (CSV/Parquet)")
     include_pattern: Optional[str] = Field(
-        AIRLINE_PATTERN, description="keep only rows whose text matches this regex (case-insensitive); null = all"
-    )
+        None, description="keep only rows whose text matches this regex (case-insensitive), any source; null = all")
+    embedded_topic_pattern: Optional[str] = Field(
+        AIRLINE_PATTERN, description="the embedded tweet corpus only (data.path null): keep tweets matching this "
+                                     "regex (default: the airline topic); null = every topic")
     batches: list[str] = Field(
         [], description="ingested batch ids in the training pool (the retraining flow appends; content-addressed)")
 

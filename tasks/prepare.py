@@ -2,7 +2,7 @@
 kind's canonical rows, then the labelled rows of every batch in the training pool (`data.batches`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -20,15 +20,28 @@ class PrepareResult:
     output: Path
     rows_in: int
     rows_out: int
+    removed_by: dict = field(default_factory=dict)  # param key -> rows that filter removed
+
+    def filtered(self) -> str:
+        return "; ".join(f"{n} removed by {key}" for key, n in self.removed_by.items() if n)
+
+
+class PrepareFailed(ValueError):
+    """The configured source gives no rows to train on; the message names the param that removed them."""
 
 
 def run(cfg: DataConfig, output: str | Path, batches_dir: str | Path = "data/batches",
         kind: Kind | str = "text-classification") -> PrepareResult:
     kind = get_kind(kind)
     source = kind.read_source(cfg)
+    rows_in, removed = int(source.attrs.get("rows_read", len(source))), source.attrs.get("removed_by", {})
+    if rows_in and not len(source) and any(removed.values()):
+        culprit = next(key for key, n in removed.items() if n)
+        raise PrepareFailed(f"{kind.source_label(cfg)}: {culprit} removed all {rows_in} rows "
+                            f"({'; '.join(f'{k}: {n}' for k, n in removed.items() if n)}); change it, or set it to null")
     out = source.assign(**{ORIGIN: SOURCE_ORIGIN})
     if cfg.batches:
         out = pd.concat([out, *pool_frames(BatchStore(Path(batches_dir)), cfg.batches, kind)], ignore_index=True)
     write_parquet(out, output)
-    rows_in = int(source.attrs.get("rows_read", len(source)))
-    return PrepareResult(source=kind.source_label(cfg), output=Path(output), rows_in=rows_in, rows_out=len(out))
+    return PrepareResult(source=kind.source_label(cfg), output=Path(output), rows_in=rows_in, rows_out=len(out),
+                         removed_by={k: int(n) for k, n in removed.items()})

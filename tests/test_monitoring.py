@@ -19,9 +19,9 @@ LABELS = ["negative", "neutral", "positive"]
 @pytest.fixture(scope="module")
 def tweets() -> dict[str, pd.DataFrame]:
     """Real tweets: a reference and a fresh sample of the airline topic, and a sample of the other topics."""
-    cfg = DataConfig(include_pattern=None)
+    cfg = DataConfig(embedded_topic_pattern=None)
     df = TextKind().read_source(cfg)
-    airline = df["text"].str.contains(DataConfig().include_pattern, case=False)
+    airline = df["text"].str.contains(DataConfig().embedded_topic_pattern, case=False)
     a = df[airline].sample(600, random_state=0)
     return {"reference": a.iloc[:300], "same": a.iloc[300:], "other": df[~airline].sample(300, random_state=1)}
 
@@ -113,3 +113,15 @@ def test_ingest_stores_a_valid_batch_once_and_refuses_bad_ones_without_writing(t
     assert not second.labelled and second.id.startswith("b0002-")
     assert [b.id for b in store.pending_labelled(pool=[])] == [info.id]  # only labelled batches can join training
     assert store.pending_labelled(pool=[info.id]) == []
+
+
+def test_a_batch_without_the_configured_label_column_is_stored_unlabelled_and_says_so(tmp_path):
+    store = BatchStore(tmp_path / "batches")
+    src = tmp_path / "b.csv"
+    pd.DataFrame({"text": [f"tweet {i} here" for i in range(10)], "label": ["negative"] * 10}).to_csv(src, index=False)
+    info = store.ingest(src, DataConfig(label_column="sentiment"), ValidateConfig(min_rows=5), LABELS)
+    assert not info.labelled and info.rows_accepted == 10
+    assert info.note == ("the configured label column 'sentiment' (data.label_column) was not found (columns: text, "
+                         "label): stored unlabelled, so it is monitored for drift but not used for retraining")
+    assert store.get(info.id).note == info.note  # kept with the batch
+

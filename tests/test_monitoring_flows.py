@@ -105,9 +105,11 @@ def test_a_worse_retrained_model_is_not_promoted_and_nothing_changes(prefect_env
     first = tuneline(project, prefect_env, "run")
     assert "candidate v1 PROMOTED" in first.stdout
     assert "ingest: batch b0001-" in tuneline(project, prefect_env, "ingest", str(new_reviews(tmp_path / "new.csv"))).stdout
-    # Stored by `ingest` but not yet drift-checked: monitoring the same file checks that batch instead of refusing it.
-    checked = tuneline(project, prefect_env, "monitor", str(tmp_path / "new.csv"), "--no-retrain")
+    # `monitor` with no arguments checks every stored batch without a drift verdict: the one `ingest` stored.
+    checked = tuneline(project, prefect_env, "monitor", "--no-retrain")
     assert "batch b0001-" in checked.stdout and "-> decision:" in checked.stdout and "rejected" not in checked.stdout
+    (report,) = (project / "reports/monitoring").glob("b0001-*/drift.html")
+    assert "no new batch to process" in tuneline(project, prefect_env, "monitor", "--no-retrain").stdout  # once
     assert len(list((project / "data/batches").glob("b*"))) == 1  # nothing stored twice
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"]["learning_rate"] = 1e-12  # a broken retrain: the new head never learns

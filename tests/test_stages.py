@@ -37,7 +37,7 @@ def test_prepare_reads_user_formats_with_any_columns_and_classes(tmp_path, suffi
 
 
 def test_prepare_embedded_corpus_decodes_every_row():
-    cfg = DataConfig(include_pattern=None)
+    cfg = DataConfig(embedded_topic_pattern=None)
     out = TextKind().read_source(cfg)
     assert len(out) == 38158
     assert set(out["label"]) == {"negative", "neutral", "positive"}
@@ -119,3 +119,34 @@ def test_train_learns_a_separable_task(tmp_path, tiny_model_dir, processed):
                       batch_size=8, early_stopping_patience=20)
     result = train.run(cfg, processed.output_dir, tmp_path / "model", tmp_path / "metrics")
     assert result.best_val_macro_f1 > 0.9  # one keyword per class: a working loop must find it
+
+
+# --- issue 12: a user's own file is never filtered by the demo corpus's topic ---------------------------------------
+
+def test_own_csv_with_only_path_and_columns_set_trains_end_to_end(tmp_path, tiny_model_dir):
+    src = tmp_path / "reviews.csv"
+    user_frame(20).to_csv(src, index=False)  # no airline handle anywhere
+    cfg = DataConfig(path=str(src), text_column="review", label_column="stars")  # nothing else set
+    result = prepare.run(cfg, tmp_path / "raw.parquet")
+    assert result.rows_in == result.rows_out == 80 and result.filtered() == ""
+    validate.run(cfg, ValidateConfig(), result.output, tmp_path / "ok.parquet", tmp_path / "q.csv", tmp_path / "v.json",
+                 str(src))
+    processed = preprocess.run(PreprocessConfig(max_length=16), str(tiny_model_dir), tmp_path / "ok.parquet",
+                               tmp_path / "processed")
+    trained = train.run(TrainConfig(model=str(tiny_model_dir), epochs=1, num_threads=1, batch_size=16),
+                        processed.output_dir, tmp_path / "model", tmp_path / "metrics")
+    assert trained.epochs_run == 1 and (tmp_path / "model" / "config.json").exists()
+
+
+def test_a_filter_that_removes_rows_is_named_and_one_that_removes_all_fails(tmp_path):
+    src = tmp_path / "reviews.csv"
+    user_frame(20).to_csv(src, index=False)
+    some = prepare.run(DataConfig(path=str(src), text_column="review", label_column="stars",
+                                  include_pattern="awful|poor"), tmp_path / "raw.parquet")
+    assert some.rows_out == 40 and some.filtered() == "40 removed by data.include_pattern"
+    embedded = prepare.run(DataConfig(), tmp_path / "raw2.parquet")
+    assert embedded.filtered() == f"{38158 - embedded.rows_out} removed by data.embedded_topic_pattern"
+    with pytest.raises(prepare.PrepareFailed, match=r"data\.include_pattern removed all 80 rows"):
+        prepare.run(DataConfig(path=str(src), text_column="review", label_column="stars", include_pattern="zzz"),
+                    tmp_path / "raw3.parquet")
+    assert not (tmp_path / "raw3.parquet").exists()

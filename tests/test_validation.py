@@ -132,7 +132,7 @@ def test_jsonl_error_names_the_line(tmp_path):
 # --- the embedded default corpus -------------------------------------------------------------------------------------
 
 def test_embedded_corpus_passes_with_duplicates_reported():
-    cfg = DataConfig(include_pattern=None)
+    cfg = DataConfig(embedded_topic_pattern=None)
     out = validate.check(TextKind().read_source(cfg), cfg, ValidateConfig(), TextKind().source_label(cfg))
     r = out.report
     assert r.rows_in == 38158

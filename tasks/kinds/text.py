@@ -97,20 +97,28 @@ class TextKind(Kind):
     def read_file(self, path: Path, cfg) -> pd.DataFrame:
         raw = read_table(path, "auto", cfg.encoding, cfg.delimiter, cfg.max_bytes, cfg.max_rows)
         # A batch is a sample of new traffic: no topic filter.
-        return self.to_canonical(raw, cfg.model_copy(update={"include_pattern": None}))
+        return self.to_canonical(raw, cfg.model_copy(update={"include_pattern": None, "embedded_topic_pattern": None}))
 
     def to_canonical(self, df: pd.DataFrame, cfg) -> pd.DataFrame:
         """Rename the configured columns to text/label; missing ones stay missing so validate can name them."""
+        source_columns = [str(c) for c in df.columns]
         renames = {cfg.text_column: TEXT, cfg.label_column: LABEL}
         # A user column already called text/label/row that is not the configured one would collide: keep it renamed.
         clashes = {c: f"{c}_original" for c in (TEXT, LABEL, ROW) if c in df.columns and c not in renames}
         df = df.rename(columns=clashes).rename(columns={k: v for k, v in renames.items() if k in df.columns})
         df.insert(0, ROW, range(1, len(df) + 1))
-        rows_read = len(df)
-        if cfg.include_pattern and TEXT in df.columns:
-            df = df[df[TEXT].astype(str).str.contains(cfg.include_pattern, case=False, regex=True, na=False)]
+        rows_read, removed = len(df), {}
+        filters = [("data.include_pattern", cfg.include_pattern)]
+        if not cfg.path:  # the demo corpus's topic; a user's own file is never filtered by it
+            filters.insert(0, ("data.embedded_topic_pattern", cfg.embedded_topic_pattern))
+        for key, pattern in filters:
+            if pattern and TEXT in df.columns:
+                kept = df[df[TEXT].astype(str).str.contains(pattern, case=False, regex=True, na=False)]
+                removed[key] = len(df) - len(kept)
+                df = kept
         df = df.reset_index(drop=True)
-        df.attrs["rows_read"] = rows_read  # prepare reports what the filter kept of what was read
+        # prepare reports what each filter removed; messages name the file's own columns
+        df.attrs.update(rows_read=rows_read, removed_by=removed, source_columns=source_columns)
         return df
 
     def source_label(self, cfg) -> str:

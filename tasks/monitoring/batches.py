@@ -45,6 +45,7 @@ class BatchInfo:
     rows_quarantined: int
     labelled: bool
     ingested: str
+    note: str = ""  # e.g. why a batch is unlabelled (its label column was not found)
 
     @property
     def labelled_rows(self) -> int:
@@ -105,6 +106,7 @@ class BatchStore:
         # A batch is a sample of new traffic: unlabelled batches are welcome for monitoring.
         df = kind.read_file(path, data_cfg)
         labelled = kind.is_labelled(df)
+        note = "" if labelled else unlabelled_note(df, kind, data_cfg)
         try:
             outcome = validate.check(df if labelled else df.drop(columns=[kind.label_column], errors="ignore"), data_cfg,
                                      validate_cfg, str(path), known_labels=known_labels, labelled=labelled,
@@ -113,7 +115,7 @@ class BatchStore:
             raise BatchRejected(str(exc)) from None
         batch_id = f"b{len(self.batches()) + 1:04d}-{sha[:8]}"
         info = BatchInfo(batch_id, str(path), sha, outcome.report.rows_in, outcome.report.rows_accepted,
-                         outcome.report.rows_quarantined, bool(labelled), now())
+                         outcome.report.rows_quarantined, bool(labelled), now(), note)
         tmp = self.root / f".{batch_id}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         write_parquet(outcome.accepted, tmp / BATCH_FILE)
@@ -122,6 +124,16 @@ class BatchStore:
         write_text(json.dumps(asdict(info), indent=2) + "\n", tmp / "meta.json")
         os.replace(tmp, self.root / batch_id)  # all or nothing
         return info
+
+
+def unlabelled_note(df: pd.DataFrame, kind: Kind, data_cfg: DataConfig) -> str:
+    """Why a batch counts as unlabelled, in words a user can act on."""
+    canonical, key, configured = kind.required_columns(data_cfg, labelled=True)[-1]
+    if canonical in df.columns:
+        return f"column {configured!r} ({key}) has no values: stored unlabelled (monitored, not used for retraining)"
+    present = ", ".join(df.attrs.get("source_columns") or [str(c) for c in df.columns if c != ROW])
+    return (f"the configured label column {configured!r} ({key}) was not found (columns: {present}): stored "
+            "unlabelled, so it is monitored for drift but not used for retraining")
 
 
 def pool_frames(store: BatchStore, pool: Iterable[str], kind: Kind | str = "text-classification") -> list[pd.DataFrame]:

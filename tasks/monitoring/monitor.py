@@ -107,6 +107,17 @@ def stored_unchecked(store: BatchStore, reports_dir: Path, file: Path) -> Option
     return batch if batch is not None and not (reports_dir / batch.id / "drift.json").exists() else None
 
 
+def unchecked_batches(paths: ProjectPaths) -> list[BatchInfo]:
+    """Stored batches with no finished drift check: ingested with `tuneline ingest`, or a run stopped before it."""
+    return [b for b in BatchStore(paths.batches).batches() if not (paths.monitoring_reports / b.id / "drift.json").exists()]
+
+
+def process_stored(params: Params, paths: ProjectPaths, batch: BatchInfo) -> BatchOutcome:
+    """Drift check and decision for a batch already stored (it was validated when it was ingested)."""
+    return check_batch(params, BatchStore(paths.batches), Registry(paths.registry, paths.production), batch,
+                       paths.monitoring_reports)
+
+
 def ingest_file(params: Params, store: BatchStore, registry: Registry, file: Path) -> BatchOutcome:
     """Validate and store a batch file; a refused file is reported (and nothing is stored)."""
     try:
@@ -151,6 +162,7 @@ def outcome_markdown(outcomes: list[BatchOutcome]) -> str:
         verdict = "RETRAIN" if o.decision.retrain else "no action"
         lines += ["", f"## Batch {o.batch.id} ({o.batch.rows_accepted} rows, "
                       f"{'labelled' if o.batch.labelled else 'unlabelled'}): {verdict}", "",
+                  *([f"Note: {o.batch.note}", ""] if o.batch.note else []),
                   *[f"- {r}" for r in o.decision.reasons], "",
                   "| column | kind | method | score | threshold | drift |", "|---|---|---|---|---|---|"]
         lines += [f"| {c.column} | {c.kind} | {c.method} | {c.score:.4g} | {c.threshold:.4g} | "
@@ -193,6 +205,7 @@ def run_summary(outcomes: list[BatchOutcome]) -> dict:
             "drift_share": {o.batch.id: round(o.summary.drift_share, 4) for o in outcomes if o.summary},
             "decisions": {o.batch.id: {"retrain": o.decision.retrain, "reasons": o.decision.reasons}
                           for o in outcomes if o.decision},
+            "notes": {o.batch.id: o.batch.note for o in outcomes if o.batch and o.batch.note},
             "reports": [o.report_html for o in outcomes if o.report_html]}
 
 
@@ -203,6 +216,8 @@ def summary_lines(summary: dict) -> list[str]:
         d = summary["decisions"][batch_id]
         lines.append(f"batch {batch_id}: drift share {summary['drift_share'][batch_id]:.2f} -> "
                      f"decision: {'RETRAIN' if d['retrain'] else 'no action'}")
+        if summary.get("notes", {}).get(batch_id):
+            lines.append(f"  note: {summary['notes'][batch_id]}")
         lines += [f"  - {r}" for r in d["reasons"]]
     lines += [f"drift report: {r}" for r in summary["reports"]]
     return lines or ["no new batch to process"]
