@@ -7,7 +7,7 @@ from typing import Any, Optional
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.orchestration import pipeline
+from tasks.orchestration import pipeline, reporting
 from tasks.promote import decision_markdown
 
 
@@ -24,7 +24,9 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
 check_params = task(pipeline.check_params, name="check-params")
 apply_overrides = task(pipeline.apply_overrides, name="apply-overrides")
 promote = task(pipeline.promote_candidate, name="promote")
-run_stage = task(pipeline.reproduce_stage, name="dvc-stage", task_run_name="{stage}", retries=1,
+# The stage's output lines go to the task run's log and its progress bars to a progress artifact (tasks/orchestration/
+# reporting.py), so the UI shows what the stage is doing while it runs.
+run_stage = task(reporting.reproduce_stage_reported, name="dvc-stage", task_run_name="{stage}", retries=1,
                  retry_delay_seconds=5, retry_condition_fn=_retry_unless_user_error)
 
 

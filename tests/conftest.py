@@ -154,9 +154,8 @@ def wait_for_deployments(project: Path, env: dict, names: list[str], serve_proc,
         time.sleep(1)
 
 
-def flow_run_artifacts(env: dict, flow_run_id: str) -> dict[str, str]:
-    """Key -> markdown of the artifacts a flow run and its subflows created: what the UI's Artifacts tab lists, read
-    through the same server API the UI uses."""
+def all_flow_run_artifacts(env: dict, flow_run_id: str) -> list[dict]:
+    """Every artifact a flow run and its subflows created, read through the same server API the UI uses."""
     import httpx
 
     with httpx.Client(base_url=env["PREFECT_API_URL"], timeout=30) as api:
@@ -165,7 +164,27 @@ def flow_run_artifacts(env: dict, flow_run_id: str) -> dict[str, str]:
         run_ids = [flow_run_id, *(run["id"] for run in children.json())]
         artifacts = api.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": run_ids}}})
         artifacts.raise_for_status()
-    return {artifact["key"]: artifact["data"] for artifact in artifacts.json()}
+    return artifacts.json()
+
+
+def flow_run_artifacts(env: dict, flow_run_id: str) -> dict[str, str]:
+    """Key -> markdown of the named artifacts (what the UI's Artifacts tab lists by key); progress artifacts have
+    no key."""
+    return {a["key"]: a["data"] for a in all_flow_run_artifacts(env, flow_run_id) if a["key"]}
+
+
+def task_run_logs(env: dict, flow_run_id: str, task_run_name: str) -> list[str]:
+    """The log messages of one task run of a flow run (what the UI shows under that task run)."""
+    import httpx
+
+    with httpx.Client(base_url=env["PREFECT_API_URL"], timeout=30) as api:
+        runs = api.post("/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}},
+                                                   "task_runs": {"name": {"any_": [task_run_name]}}})
+        runs.raise_for_status()
+        ids = [r["id"] for r in runs.json()]
+        logs = api.post("/logs/filter", json={"logs": {"task_run_id": {"any_": ids}}, "limit": 200})
+        logs.raise_for_status()
+    return [entry["message"] for entry in logs.json()]
 
 
 def created_flow_run_id(deployment_run_stdout: str) -> str:

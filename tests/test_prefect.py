@@ -8,8 +8,8 @@ import pytest
 
 from tasks.orchestration import serving
 from tasks.config import load_params
-from tests.conftest import (created_flow_run_id, dvc, flow_run_artifacts, make_project, ran_stages, sh, tiny_params,
-                            wait_for_deployments)
+from tests.conftest import (all_flow_run_artifacts, created_flow_run_id, dvc, flow_run_artifacts, make_project,
+                            ran_stages, sh, task_run_logs, tiny_params, wait_for_deployments)
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,9 @@ def test_flow_run_leaves_dvc_clean_and_dvc_repro_leaves_flow_nothing(prefect_env
 
 def test_deployment_run_completes_against_real_server(prefect_env, tmp_path, tiny_model_dir):
     project = make_project(tmp_path / "deployed", tiny_params(tiny_model_dir))
-    serve = serving.start_serving(project, tmp_path / "serve.log", prefect_env)
+    # Progress bars on (the suite turns them off elsewhere): the UI's progress artifacts are made from them.
+    env = {k: v for k, v in prefect_env.items() if k != "TQDM_DISABLE"}
+    serve = serving.start_serving(project, tmp_path / "serve.log", env)
     try:
         wait_for_deployments(project, prefect_env, ["training/default"], serve, tmp_path / "serve.log")
         # The strategy travels as a deployment parameter (params.yaml overrides, type-checked before any work).
@@ -52,8 +54,15 @@ def test_deployment_run_completes_against_real_server(prefect_env, tmp_path, tin
         assert dvc(project, "status", "--json").stdout.strip() in ("{}", "")
         assert load_params(project / "params.yaml").train.strategy == "gradual"
         assert "strategy: gradual" in (project / "dvc.lock").read_text()  # the run DVC recorded used it
-        shown = flow_run_artifacts(prefect_env, created_flow_run_id(run.stdout))
+        flow_run_id = created_flow_run_id(run.stdout)
+        shown = flow_run_artifacts(prefect_env, flow_run_id)
         assert set(shown) == {"training-metrics", "promotion-decision"}
         assert shown["promotion-decision"].startswith("# Candidate v1: ")
+        # What the UI shows of the stages while they run: their own lines in the task run's log, and progress.
+        train_log = task_run_logs(prefect_env, flow_run_id, "train")
+        assert any(m.startswith("train (gradual): best val macro-F1 ") for m in train_log), train_log
+        assert any(m.startswith("train epoch 1/1: 100%") for m in train_log)
+        progress = [a for a in all_flow_run_artifacts(prefect_env, flow_run_id) if a["type"] == "progress"]
+        assert any("stage train" in a["description"] and float(a["data"]) == 100.0 for a in progress), progress
     finally:
         serving.terminate(serve)

@@ -4,6 +4,7 @@ Plain functions (no Prefect here): the flows wrap them, the tests call them dire
 """
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
@@ -13,7 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from tasks.config import load_params, parse_params
 
@@ -42,31 +43,57 @@ def tool_env() -> dict[str, str]:
 
 
 RAN_MARKER = re.compile(r"Running stage '([\w.@-]+)'")
+PROGRESS_BAR = re.compile(r"^(?P<desc>[^\r\n]*?):\s+(?P<percent>\d+)%\|")  # a tqdm bar: "train epoch 1/3:  40%|..."
+LineListener = Callable[[str], None]
+ProgressListener = Callable[[str, float], None]  # (bar description, fraction done)
 
 
-def _stream(cmd: list[str], cwd: Path) -> tuple[int, str, set[str]]:
-    """Run cmd, echoing its output live (progress bars included).
+def _stream(cmd: list[str], cwd: Path, on_line: Optional[LineListener] = None,
+            on_progress: Optional[ProgressListener] = None) -> tuple[int, str, set[str]]:
+    """Run cmd, echoing its output live to the terminal as it comes (progress bars included).
 
-    Returns the exit code, the output's tail (for error messages) and every stage DVC said it ran, seen on any line:
-    a chatty stage must not push its "Running stage" line out of the tail.
+    Complete lines (and each progress bar's final state) go to `on_line`; every progress-bar update goes to
+    `on_progress`. Returns the exit code, the output's tail (for error messages) and every stage DVC said it ran,
+    seen on any line: a chatty stage must not push its "Running stage" line out of the tail.
     """
     tail: deque[str] = deque(maxlen=40)
     ran: set[str] = set()
+
+    def segment(text: str, ended_line: bool) -> None:
+        bar = PROGRESS_BAR.match(text)
+        if bar and on_progress:
+            on_progress(bar["desc"].strip(), int(bar["percent"]) / 100)
+        if bar and not ended_line:
+            return  # an intermediate bar state: the terminal shows it, logs keep only the final one
+        tail.append(text)
+        ran.update(RAN_MARKER.findall(text))
+        if on_line:
+            on_line(text)
+
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    pending = ""
     with subprocess.Popen(cmd, cwd=cwd, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
         assert proc.stdout is not None
-        for raw in iter(proc.stdout.readline, b""):
-            line = raw.decode("utf-8", "replace")
-            sys.stdout.write(line)
+        while chunk := os.read(proc.stdout.fileno(), 1 << 16):
+            text = decoder.decode(chunk)
+            sys.stdout.write(text)
             sys.stdout.flush()
-            tail.append(line.rstrip().split("\r")[-1])
-            ran.update(RAN_MARKER.findall(line))
+            pending += text
+            while (end := re.search(r"[\r\n]", pending)) is not None:
+                piece, pending = pending[:end.start()], pending[end.end():]
+                if piece.strip():
+                    segment(piece.rstrip(), ended_line=end.group() == "\n")
+        if pending.strip():
+            segment(pending.rstrip(), ended_line=True)
     return proc.returncode, "\n".join(tail), ran
 
 
-def reproduce_stage(stage: str, project_dir: str | Path = ".") -> StageRun:
+def reproduce_stage(stage: str, project_dir: str | Path = ".", on_line: Optional[LineListener] = None,
+                    on_progress: Optional[ProgressListener] = None) -> StageRun:
     """`dvc repro --single-item STAGE`: runs the stage only if its deps, params or outputs changed."""
     start = time.perf_counter()
-    code, tail, ran = _stream([sys.executable, "-m", "dvc", "repro", "--single-item", stage], Path(project_dir))
+    code, tail, ran = _stream([sys.executable, "-m", "dvc", "repro", "--single-item", stage], Path(project_dir),
+                              on_line, on_progress)
     if code != 0:
         user_error = bool(re.search(rf"exited with {USER_ERROR_EXIT}\b", tail)) or "tuneline: error:" in tail
         raise StageFailed(stage, code, tail, user_error)
