@@ -255,7 +255,8 @@ def test_image_drift_sees_brightness_and_embeddings_move(tmp_path, tiny_image_mo
     assert {"brightness", "contrast", "model_embeddings"} <= set(summary.drifted), summary.columns
     assert "width" not in summary.drifted and "text" not in {c.column for c in summary.columns}
     assert summary.live is not None and 0 <= summary.live["macro_f1"] <= 1
-    assert (tmp_path / "drift.html").stat().st_size > 10_000
+    page = (tmp_path / "drift.html").read_text()
+    assert page.index("checked columns drifted") < page.index("root_metric")  # the verdict before Evidently's details
 
 
 def test_token_profiles_carry_entities_lengths_and_live_entity_scores(tmp_path, tiny_model_dir):

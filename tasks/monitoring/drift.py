@@ -121,4 +121,47 @@ def check(reference: pd.DataFrame, current: pd.DataFrame, html_path: Optional[Pa
                 "accuracy": float(accuracy_score(current[LABEL], current[PRED]))}
     if live is not None:
         summary.live = {"macro_f1": live["macro_f1"], "accuracy": live["accuracy"], "rows": len(current)}
+    if html_path is not None:  # the verdict first, Evidently's details below it
+        put_header(Path(html_path), summary_html(summary))
     return summary
+
+
+DECISION_SLOT = "<!--tuneline:decision-->"
+HEADER_STYLE = ("font-family:system-ui,sans-serif;margin:16px;padding:16px 24px;border:2px solid #444;"
+                "border-radius:8px;background:#fafafa")
+
+
+def summary_html(summary: DriftSummary) -> str:
+    """The page's first block: how many columns drifted, the share, a slot for the decision, the column table."""
+    from html import escape
+
+    drift_mark = '<b style="color:#b00">drift</b>'
+    rows = "".join(
+        f"<tr><td>{escape(c.column)}</td><td>{escape(c.kind)}</td><td>{escape(c.method)}</td><td>{c.score:.4g}</td>"
+        f"<td>{c.threshold:.4g}</td><td>{drift_mark if c.drifted else 'no'}</td></tr>" for c in summary.columns)
+    live = (f"<p>Production model on this batch: macro-F1 {summary.live['macro_f1']:.4f}, accuracy "
+            f"{summary.live['accuracy']:.4f} ({summary.live['rows']} rows)</p>" if summary.live else "")
+    head = "".join(f"<th align=left>{h}</th>" for h in ("column", "kind", "method", "score", "threshold", "drift"))
+    return (f'<div id="tuneline-summary" style="{HEADER_STYLE}"><h1 style="margin-top:0">Drift: '
+            f"{len(summary.drifted)} of {len(summary.columns)} checked columns drifted (share "
+            f"{summary.drift_share:.2f})</h1>{DECISION_SLOT}{live}<table cellpadding=4><tr>{head}</tr>{rows}</table>"
+            f"<p>{summary.current_rows} batch rows against {summary.reference_rows} reference rows; Evidently's "
+            "report follows.</p></div>")
+
+
+def put_header(html_path: Path, block: str) -> None:
+    page = html_path.read_text(encoding="utf-8")
+    at = page.find("<body>")
+    at = at + len("<body>") if at >= 0 else 0
+    html_path.write_text(page[:at] + block + page[at:], encoding="utf-8")
+
+
+def add_decision(html_path: Path, retrain: bool, reasons: list[str]) -> None:
+    """Fill the report's decision slot: the answer to "do I retrain?", with its reasons."""
+    from html import escape
+
+    verdict = "RETRAIN" if retrain else "no action"
+    block = (f'<h2 style="color:{"#b00" if retrain else "#070"}">Decision: {verdict}</h2><ul>'
+             + "".join(f"<li>{escape(r)}</li>" for r in reasons) + "</ul>")
+    page = html_path.read_text(encoding="utf-8")
+    html_path.write_text(page.replace(DECISION_SLOT, block, 1), encoding="utf-8")

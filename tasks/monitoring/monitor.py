@@ -94,6 +94,7 @@ def check_batch(params: Params, store: BatchStore, registry: Registry, batch: Ba
     summary = drift.check(reference, current, out / "drift.html", params.monitor.text_drift_auc, live=live)
     pending = sum(b.labelled_rows for b in store.pending_labelled(params.data.batches))
     decision = decide(summary, params.monitor, production_f1, pending)
+    drift.add_decision(out / "drift.html", decision.retrain, decision.reasons)
     payload = {"batch": batch.__dict__, "production_version": registry.production_version(),
                "summary": summary.to_dict(), "decision": decision.__dict__}
     write_text(json.dumps(payload, indent=2, default=str) + "\n", out / "drift.json")
