@@ -49,10 +49,6 @@ class Predictor:
         self.max_length = max_length
         self.batch_size = batch_size
 
-    @property
-    def tokenizer(self):
-        return self.processor
-
     def predict(self, frame: pd.DataFrame, embeddings: bool = False, desc: str = "predict") -> Predicted:
         """Canonical rows (text | tokens | image) -> predictions as label names, unit probabilities, embeddings."""
         return self.kind.predict(self.model, self.processor, frame, self.labels, self.batch_size, self.device,

@@ -12,7 +12,7 @@ import pytest
 
 from tasks.orchestration import serving
 from tests.conftest import (created_flow_run_id, dvc, flow_run_artifacts, make_images, make_project, ran_stages, sh,
-                            tiny_params, wait_for_deployments)
+                            tiny_params, tree_digest, wait_for_deployments)
 
 pytestmark = pytest.mark.integration
 ALL = ["prepare", "validate", "preprocess", "train", "evaluate", "reference"]
@@ -77,6 +77,7 @@ def test_kind_runs_through_dvc_prefect_gate_registry_and_predict(served, tmp_pat
     assert "v2" in listed.stdout and "production" in listed.stdout
     assert "production: v2 -> v1" in tuneline(project, env, "rollback", "v1").stdout
 
+    bad_data_changes_nothing(project, kind, tmp_path)
     production = str(project / "models/production")
     labels = json.loads((project / "data/processed/labels.json").read_text())
     if kind == "token-classification":
@@ -99,3 +100,38 @@ def test_kind_runs_through_dvc_prefect_gate_registry_and_predict(served, tmp_pat
         out = pd.read_csv(project / "out.csv")
         assert len(out) == 16 and set(out["label"]) <= set(labels)
         assert ((out.filter(like="prob_").sum(axis=1) - 1).abs() < 1e-4).all()
+
+
+def bad_data_changes_nothing(project: Path, kind: str, tmp: Path) -> None:
+    """Every row of the new source breaks a rule: validate stops the run naming the file and the rule; the accepted
+    data and production stay byte for byte as they were."""
+    import yaml
+    from PIL import Image
+    import numpy as np
+
+    if kind == "token-classification":
+        bad = tmp / "bad.conll"
+        bad.write_text("".join(f"word{i} I-person\nnext O\n\n" for i in range(30)), encoding="utf-8")  # I- without B-
+        rule = "bio_order"
+    else:
+        bad = tmp / "bad-images"
+        for i in range(30):
+            (bad / "red").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(bad / "red" / f"{i}.png")  # all below min_image_side
+        rule = "tiny_image"
+    before = {d: tree_digest(project / d) for d in ("data/validated", "models/registry")}
+    link = (project / "models/production").resolve()
+    params_file = project / "params.yaml"
+    saved = params_file.read_text()
+    params = yaml.safe_load(saved)
+    params["data"]["path"] = str(bad)
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        failed = dvc(project, "repro", check=False)
+        output = failed.stdout + failed.stderr
+        assert failed.returncode != 0 and str(bad) in output and rule in output and "Traceback" not in output
+        assert ran_stages(failed.stdout)[-1] == "validate"
+        assert {d: tree_digest(project / d) for d in before} == before
+        assert (project / "models/production").resolve() == link
+    finally:
+        params_file.write_text(saved)
