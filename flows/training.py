@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.orchestration import pipeline, reporting
+from tasks.orchestration.locking import ProjectBusy, project_lock
 from tasks.promote import decision_markdown
 
 
@@ -35,9 +36,19 @@ def training(project_dir: str = ".", overrides: Optional[dict[str, Any]] = None,
     """Reproduce prepare → validate → preprocess → train → evaluate through DVC, then gate and promote.
 
     overrides: params.yaml keys to change first, e.g. {"train.epochs": 1}; they are written to params.yaml so
-    `dvc repro`, `dvc params diff` and dvc.lock all see the same run.
+    `dvc repro`, `dvc params diff` and dvc.lock all see the same run. Holds the project lock throughout: a second
+    run meanwhile ends at once saying who holds it (a normal outcome, so no retries).
     """
     root = Path(project_dir).resolve()
+    try:
+        with project_lock(root, pipeline.lock_timeout(root), "training flow"):
+            return _stages_and_gate(root, overrides, promote_model)
+    except ProjectBusy as busy:
+        get_run_logger().warning(str(busy))
+        return {"busy": str(busy)}
+
+
+def _stages_and_gate(root: Path, overrides: Optional[dict[str, Any]], promote_model: bool) -> dict:
     if overrides:
         apply_overrides(root / "params.yaml", overrides)
     check_params(root)

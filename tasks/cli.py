@@ -26,7 +26,8 @@ app.add_typer(stage, name="stage")
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
-PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params file")
+PARAMS_FILE = Path("params.yaml")
+PARAMS = typer.Option(PARAMS_FILE, "--params", "-p", help="params file")
 REGISTRY = typer.Option(Path("models/registry"), help="registry root (versions + events.jsonl)")
 PRODUCTION = typer.Option(Path("models/production"), help="the production model (a link into the registry)")
 
@@ -151,8 +152,11 @@ def promote_cmd(input_dir: Path = typer.Option(Path("data/processed")),
                 registry: Path = REGISTRY, production: Path = PRODUCTION, params: Path = PARAMS):
     """Gate the evaluated candidate against production on the same test rows; promote or reject (recorded)."""
     from tasks import promote
+    from tasks.orchestration.locking import project_lock
 
-    r = promote.run(load_params(params), input_dir, candidate, metrics, Registry(registry, production), ".", reference)
+    cfg = load_params(params)
+    with project_lock(Path("."), cfg.monitor.lock_timeout_s):
+        r = promote.run(cfg, input_dir, candidate, metrics, Registry(registry, production), ".", reference)
     verdict = "unchanged" if r.unchanged else ("PROMOTED" if r.promoted else "REJECTED")
     out.print(f"candidate v{r.version}: {verdict}; production is v{r.production_version}")
     for reason in r.reasons:
@@ -163,7 +167,15 @@ def promote_cmd(input_dir: Path = typer.Option(Path("data/processed")),
 @user_errors
 def models_cmd(registry: Path = REGISTRY, production: Path = PRODUCTION):
     """List registered versions with key metrics, lineage and decisions."""
+    from tasks.orchestration.locking import project_lock
+
     reg = Registry(registry, production)
+    try:  # finish or undo a promotion that was killed part way, unless a run is changing the registry right now
+        with project_lock(Path("."), 0):
+            for line in reg.repair():
+                out.print(f"repaired: {line}", highlight=False)
+    except ProjectBusy:
+        out.print("(a run holds the project: listed as it is now)", style="dim")
     current = reg.production_version()
     out.print(f"tuneline models ({registry}); production: v{current}", highlight=False)
     row = "{:<8} {:<10} {:>8} {:>8} {:<6} {:<16} {:<8} {:<8}"
@@ -190,9 +202,13 @@ def models_cmd(registry: Path = REGISTRY, production: Path = PRODUCTION):
 def rollback_cmd(version: str = typer.Argument(..., help="version to restore, e.g. 2 or v2"),
                  registry: Path = REGISTRY, production: Path = PRODUCTION):
     """Point production back at an earlier promoted version (recorded as its own event)."""
+    from tasks.orchestration.locking import project_lock
+
     reg = Registry(registry, production)
-    before = reg.production_version()
-    reg.rollback(int(version.lower().removeprefix("v")))
+    timeout = load_params(PARAMS_FILE).monitor.lock_timeout_s if PARAMS_FILE.exists() else 0
+    with project_lock(Path("."), timeout):
+        before = reg.production_version()
+        reg.rollback(int(version.lower().removeprefix("v")))
     out.print(f"production: v{before} -> v{reg.production_version()}")
 
 
@@ -236,6 +252,8 @@ def run_cmd(project_dir: Path = typer.Option(Path("."), help="project root (hold
     from flows.training import training
 
     result = training(project_dir=str(project_dir), overrides=overrides)
+    if "busy" in result:
+        raise ProjectBusy(result["busy"])
     out.print(serving.outputs_summary(project_dir, result))
 
 

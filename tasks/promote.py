@@ -70,6 +70,7 @@ def summary(metrics: Optional[dict]) -> Optional[dict]:
 def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, metrics_path: str | Path,
         registry: Registry, project_dir: str | Path = ".", reference_profile: Optional[Path] = None) -> PromotionResult:
     processed = Path(processed_dir)
+    registry.repair()  # a promotion killed part way is finished or undone before this one is numbered
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
     evaluation = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
     candidate = evaluation["model"]  # evaluate scored it on exactly these test rows

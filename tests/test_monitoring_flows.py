@@ -142,6 +142,6 @@ def test_a_second_run_while_the_project_is_locked_exits_with_a_clear_message(pre
         busy_retrain = tuneline(project, prefect_env, "retrain", check=False)
     for result in (busy, busy_retrain):
         assert result.returncode == 2
-        assert "another monitoring or retraining run holds" in result.stderr
+        assert "the project is busy: another run holds" in result.stderr
         assert "Traceback" not in result.stderr + result.stdout
     assert (drop / "batch.csv").exists() and not (project / "data/batches").exists()

@@ -177,3 +177,45 @@ def test_gating_a_rejected_candidate_again_against_the_same_production_is_a_no_o
     again = promote_run(project, "bad", reg)  # e.g. `make run` again after a rejected retrain
     assert again.unchanged and again.version == 2 and "rejected before as v2 against production v1" in again.reasons[0]
     assert reg.events_file.read_bytes() == events and [r["version"] for r in reg.records()] == [1, 2]
+
+
+PROMOTE_IN_A_SUBPROCESS = """
+import sys
+from pathlib import Path
+from tasks import promote
+from tasks.config import Params
+from tasks.registry.store import Registry
+params = Params.model_validate_json(Path(sys.argv[1]).read_text())
+promote.run(params, Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), Registry(Path(sys.argv[5]), Path(sys.argv[6])),
+            sys.argv[7])
+"""
+
+
+@pytest.mark.parametrize("point, production_after", [("version-copied", 1), ("version-staged", 1),
+                                                     ("production-switched", 2), ("event-half-written", 2)])
+def test_a_promotion_killed_at_any_step_is_finished_or_undone(project, tmp_path, point, production_after):
+    from tasks.engine.modeling import load_classifier
+
+    root, params, processed, candidates = project
+    reg = Registry(tmp_path / "registry", tmp_path / "production")
+    promote_run(project, "bad", reg)  # v1 in production
+    (tmp_path / "params.json").write_text(params.model_dump_json(by_alias=True))
+    killed = subprocess.run([sys.executable, "-c", PROMOTE_IN_A_SUBPROCESS, str(tmp_path / "params.json"),
+                             str(processed), str(candidates["good"]), str(root / "metrics-good.json"),
+                             str(reg.root), str(reg.production), str(root)],
+                            env=tool_env(TUNELINE_FAILPOINT=point), capture_output=True, text=True, cwd=tmp_path)
+    assert killed.returncode == -9, killed.stderr  # SIGKILL at that step: no cleanup ran
+
+    listed = subprocess.run([sys.executable, "-m", "tasks.cli", "models", "--registry", str(reg.root),
+                             "--production", str(reg.production)], env=tool_env(COLUMNS="250"), capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert listed.returncode == 0 and "repaired: " in listed.stdout, listed.stdout + listed.stderr
+    assert reg.production_version() == production_after
+    versions = sorted(int(d.name[1:]) for d in reg.versions_dir.iterdir())
+    assert versions == [r["version"] for r in reg.records()] == list(range(1, production_after + 1))
+    assert not list(reg.versions_dir.glob(".*")) and reg.events_file.read_text().endswith("\n")
+    assert load_classifier(reg.production).config.num_labels == 4  # production loads
+    again = promote_run(project, "good", reg)  # the rerun: completes the promotion, or finds it done
+    assert reg.production_version() == 2 and (again.promoted or again.unchanged)
+    assert [r["version"] for r in reg.records()] == [1, 2]
+

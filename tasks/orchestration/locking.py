@@ -1,34 +1,75 @@
-"""One lock per project for the runs that change its state (ingest, monitoring, retraining).
+"""One lock per project for every run that changes its state: training (`tuneline run`, the training deployment),
+promotion, rollback, ingest, monitoring and retraining.
 
-A second run waits `monitor.lock_timeout_s`, then stops with a message and changes nothing. Kept free of heavy
-imports: the CLI names ProjectBusy at start-up.
+A second run waits `monitor.lock_timeout_s`, then stops with one line naming what holds the lock (command, PID, since
+when) and changes nothing. The lock is an OS file lock (flock): the kernel drops it when its holder dies, even by
+kill -9, so a dead holder never blocks anyone and nobody is told to delete files. Beside it, `state.lock.json` says
+who holds it, for that message. The lock is re-entrant within a process (retraining runs the training flow inside
+its own lock). Kept free of heavy imports: the CLI names ProjectBusy at start-up.
 """
 from __future__ import annotations
 
+import json
+import os
+import sys
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 LOCK_FILE = ".tuneline/state.lock"
+HOLDER_FILE = ".tuneline/state.lock.json"
+_held: dict[str, int] = {}  # lock path -> depth, for this process
 
 
 class ProjectBusy(RuntimeError):
-    """Another monitoring or retraining run holds the project lock."""
+    """Another state-changing run holds the project lock."""
+
+
+def current_command() -> str:
+    """How this process was started, as a user would type it (tuneline run, prefect deployment run, ...)."""
+    name = Path(sys.argv[0]).name
+    if name in ("-m", "-c", "") or name.endswith(".py"):
+        name = "python " + " ".join(sys.argv[:1])
+    return " ".join([name, *sys.argv[1:3]]).strip()
+
+
+def holder(root: Path) -> str:
+    """Who holds the lock, in words; 'another run' when it did not say."""
+    try:
+        info = json.loads((Path(root) / HOLDER_FILE).read_text(encoding="utf-8"))
+        return f"`{info['command']}` (PID {info['pid']}, since {info['since']})"
+    except (OSError, ValueError, KeyError):
+        return "another run"
 
 
 @contextmanager
-def project_lock(root: Path, timeout_s: float) -> Iterator[None]:
+def project_lock(root: Path, timeout_s: float, what: str | None = None) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
-    path = Path(root) / LOCK_FILE
+    path = Path(root).resolve() / LOCK_FILE
+    key = str(path)
+    if _held.get(key):  # this process holds it already (a flow inside a flow)
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path))
     try:
         lock.acquire(timeout=timeout_s)
     except Timeout:
-        raise ProjectBusy(f"another monitoring or retraining run holds {path} (waited {timeout_s:g} s, "
-                          "monitor.lock_timeout_s); nothing was changed: try again when it has finished") from None
+        raise ProjectBusy(f"the project is busy: {holder(Path(root).resolve())} holds {path}; nothing was changed "
+                          f"(waited {timeout_s:g} s, monitor.lock_timeout_s): try again when it has finished") from None
+    _held[key] = 1
+    since = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    info = {"command": what or current_command(), "pid": os.getpid(), "since": since}
+    (path.parent / Path(HOLDER_FILE).name).write_text(json.dumps(info) + "\n", encoding="utf-8")
     try:
         yield
     finally:
+        _held.pop(key, None)
+        (path.parent / Path(HOLDER_FILE).name).unlink(missing_ok=True)
         lock.release()

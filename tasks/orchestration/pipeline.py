@@ -164,6 +164,11 @@ def apply_overrides(params_file: str | Path, overrides: Mapping[str, Any]) -> No
         yaml.dump(doc, fh)
 
 
+def lock_timeout(project_dir: str | Path = ".") -> float:
+    """How long a run waits for the project lock (monitor.lock_timeout_s); params are checked on the way."""
+    return load_params(Path(project_dir) / "params.yaml").monitor.lock_timeout_s
+
+
 def check_params(project_dir: str | Path = ".") -> None:
     load_params(Path(project_dir) / "params.yaml")
 

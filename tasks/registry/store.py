@@ -5,14 +5,20 @@ Layout (registry root, default models/registry, DVC-tracked):
     events.jsonl         one JSON object per event: promoted, rejected, rolled_back
 and `models/production` -> `registry/versions/v0003`.
 
-Promotion writes the version directory aside and renames it into place, then swaps the production symlink with
-os.replace (atomic on POSIX): an interruption at any point leaves production on the old version, complete.
+Promotion writes the version directory aside and renames it into place, swaps the production symlink with
+os.replace (atomic on POSIX), then appends the event: production is always on the old or the new version, complete.
+A promotion killed between those steps (kill -9, power loss) leaves a version directory or a production link the
+event log does not know yet; `repair`, which every state-changing registry operation runs first under the project
+lock, finishes it (production already switched: the event is written from the version's record.json) or undoes it
+(production not switched: the unannounced version directory goes), and drops temp leftovers and a half-written
+last event line.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +39,15 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+FAILPOINT = "TUNELINE_FAILPOINT"  # tests: the name of a step at which this process kills itself (SIGKILL)
+
+
+def failpoint(name: str) -> None:
+    """Where a crash is injected in tests (a real SIGKILL: no cleanup, no finally blocks)."""
+    if os.environ.get(FAILPOINT) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @dataclass(frozen=True)
 class Registry:
     root: Path
@@ -49,7 +64,8 @@ class Registry:
     def events(self) -> list[dict]:
         if not self.events_file.exists():
             return []
-        return [json.loads(line) for line in self.events_file.read_text(encoding="utf-8").splitlines() if line]
+        lines = self.events_file.read_text(encoding="utf-8").split("\n")
+        return [json.loads(line) for line in lines[:-1] if line]  # a last line without "\n" was never finished
 
     def records(self) -> list[dict]:
         """One record per version number (promoted or rejected), oldest first."""
@@ -70,10 +86,41 @@ class Registry:
 
     def append_event(self, event: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(event, sort_keys=True) + "\n"
         with self.events_file.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event, sort_keys=True) + "\n")
+            fh.write(line[: len(line) // 2])
+            fh.flush()
+            failpoint("event-half-written")
+            fh.write(line[len(line) // 2:])
             fh.flush()
             os.fsync(fh.fileno())
+
+    def repair(self) -> list[str]:
+        """Finish or undo a promotion that was killed part way; returns what was done (nothing, normally)."""
+        done = []
+        if self.events_file.exists():
+            text = self.events_file.read_text(encoding="utf-8")
+            if text and not text.endswith("\n"):
+                self.events_file.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+                done.append("dropped a half-written last event")
+        for tmp in [*self.versions_dir.glob(".v*.tmp-*"), *self.production.parent.glob(f".{self.production.name}.tmp-*")]:
+            shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
+            done.append(f"removed the leftover {tmp.name}")
+        known = {r["version"] for r in self.records()}
+        current = self.production_version()
+        for directory in sorted(self.versions_dir.glob(f"{VERSION_PREFIX}[0-9]*")):
+            version = int(directory.name.removeprefix(VERSION_PREFIX))
+            if version in known:
+                continue
+            if version == current:  # production switched, the event was not written: finish the promotion
+                record = json.loads((directory / "record.json").read_text(encoding="utf-8"))
+                self.append_event({"event": "promoted", "time": now(), "version": version, "record": record,
+                                   "repaired": True})
+                done.append(f"completed the interrupted promotion of v{version} (production was already on it)")
+            else:  # production never switched to it: undo
+                shutil.rmtree(directory)
+                done.append(f"undid the interrupted promotion of v{version} (production stayed on v{current})")
+        return done
 
     def stage_version(self, candidate_dir: Path, record: dict, card: str, extra: Optional[dict[str, Path]] = None) -> Path:
         """Copy the candidate into an immutable version directory (written aside, then renamed into place)."""
@@ -87,6 +134,7 @@ class Registry:
         for name, source in (extra or {}).items():  # e.g. the reference profile that monitoring compares against
             shutil.copy2(source, tmp / name)
         (tmp / "record.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        failpoint("version-copied")
         os.replace(tmp, final)
         return final
 
@@ -103,13 +151,16 @@ class Registry:
 
     def promote(self, candidate_dir: Path, record: dict, card: str, extra: Optional[dict[str, Path]] = None) -> None:
         self.stage_version(candidate_dir, record, card, extra)
+        failpoint("version-staged")
         self.switch_production(record["version"])
+        failpoint("production-switched")
         self.append_event({"event": "promoted", "time": now(), "version": record["version"], "record": record})
 
     def reject(self, record: dict) -> None:
         self.append_event({"event": "rejected", "time": now(), "version": record["version"], "record": record})
 
     def rollback(self, version: int) -> int:
+        self.repair()
         known = {r["version"]: r for r in self.records()}
         if version not in known or not self.version_dir(version).exists():
             promoted = sorted(v for v, r in known.items() if r["decision"]["promoted"])
