@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from prefect import flow, get_run_logger, task
+from prefect.states import Completed
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
@@ -47,7 +48,7 @@ def monitoring(project_dir: str = ".", drop_dir: Optional[str] = None, files: Op
             outcomes += [check_stored(params, paths, b) for b in monitor.unchecked_batches(paths)]
     except ProjectBusy as busy:  # a normal outcome for a scheduled run: nothing done, say why
         get_run_logger().warning(str(busy))
-        return {"busy": str(busy)}
+        return Completed(message=str(busy), data={"busy": str(busy)})
     create_markdown_artifact(key="monitoring-decision", markdown=monitor.outcome_markdown(outcomes),
                              description="Batches taken, drift per column, and the retraining decision")
     summary = monitor.run_summary(outcomes)

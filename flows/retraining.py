@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.states import Completed
 from prefect.artifacts import create_markdown_artifact
 
 from flows.training import training
@@ -26,7 +27,7 @@ def retraining(project_dir: str = ".", force: bool = False) -> dict:
             result = training(project_dir=str(paths.root), overrides=plan.overrides) if plan.needed else None
     except ProjectBusy as busy:  # a normal outcome for a scheduled run: nothing done, say why
         get_run_logger().warning(str(busy))
-        return {"busy": str(busy), "retrained": False, "reasons": [str(busy)]}
+        return Completed(message=str(busy), data={"busy": str(busy), "retrained": False, "reasons": [str(busy)]})
     create_markdown_artifact(key="retraining-plan", markdown=retrain.plan_markdown(plan, result),
                              description="What joined the training pool, and the gate's decision")
     return retrain.run_summary(plan, result)

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from prefect import flow, get_run_logger, task
+from prefect.states import Completed
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.orchestration import pipeline, reporting
@@ -43,9 +44,9 @@ def training(project_dir: str = ".", overrides: Optional[dict[str, Any]] = None,
     try:
         with project_lock(root, pipeline.lock_timeout(root), "training flow"):
             return _stages_and_gate(root, overrides, promote_model)
-    except ProjectBusy as busy:
+    except ProjectBusy as busy:  # the run ends Completed with the reason as its state message, not retried
         get_run_logger().warning(str(busy))
-        return {"busy": str(busy)}
+        return Completed(message=str(busy), data={"busy": str(busy)})
 
 
 def _stages_and_gate(root: Path, overrides: Optional[dict[str, Any]], promote_model: bool) -> dict:
