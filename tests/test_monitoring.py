@@ -125,3 +125,19 @@ def test_a_batch_without_the_configured_label_column_is_stored_unlabelled_and_sa
                          "label): stored unlabelled, so it is monitored for drift but not used for retraining")
     assert store.get(info.id).note == info.note  # kept with the batch
 
+
+
+def test_a_pool_batch_of_another_task_kind_is_left_out_and_named(tmp_path):
+    from tasks import prepare
+
+    store = BatchStore(tmp_path / "batches")
+    src = tmp_path / "b.csv"
+    pd.DataFrame({"text": [f"tweet {i} here" for i in range(10)], "sentiment": LABELS * 3 + ["neutral"]}).to_csv(
+        src, index=False)
+    text_batch = store.ingest(src, DataConfig(), ValidateConfig(min_rows=5), LABELS)
+    assert text_batch.kind == "text-classification"
+    assert store.pending_labelled([], "token-classification") == []  # another kind's batch never joins its pool
+    result = prepare.run(DataConfig(batches=[text_batch.id]), tmp_path / "raw.parquet", store.root,
+                         kind="token-classification")  # the project switched to tokens (WNUT-16 default)
+    assert result.rows_out == result.rows_in == 2394
+    assert f"data.batches {text_batch.id} hold another task kind's rows: left out" in result.filtered()

@@ -46,6 +46,7 @@ class BatchInfo:
     labelled: bool
     ingested: str
     note: str = ""  # e.g. why a batch is unlabelled (its label column was not found)
+    kind: str = "text-classification"  # the task kind whose rows it holds (batches stored before kinds: text)
 
     @property
     def labelled_rows(self) -> int:
@@ -86,10 +87,10 @@ class BatchStore:
     def _with_sha256(self, sha: str) -> Optional[BatchInfo]:
         return next((b for b in self.batches() if b.sha256 == sha), None)
 
-    def pending_labelled(self, pool: Iterable[str]) -> list[BatchInfo]:
-        """Labelled batches not yet in the training pool, oldest first."""
+    def pending_labelled(self, pool: Iterable[str], kind: str = "text-classification") -> list[BatchInfo]:
+        """Labelled batches of this task kind not yet in the training pool, oldest first."""
         pool = set(pool)
-        return [b for b in self.batches() if b.labelled and b.id not in pool]
+        return [b for b in self.batches() if b.labelled and b.id not in pool and b.kind == kind]
 
     def ingest(self, path: str | Path, data_cfg: DataConfig, validate_cfg: ValidateConfig,
                known_labels: Optional[list[str]], kind: Kind | str = "text-classification") -> BatchInfo:
@@ -115,7 +116,7 @@ class BatchStore:
             raise BatchRejected(str(exc)) from None
         batch_id = f"b{len(self.batches()) + 1:04d}-{sha[:8]}"
         info = BatchInfo(batch_id, str(path), sha, outcome.report.rows_in, outcome.report.rows_accepted,
-                         outcome.report.rows_quarantined, bool(labelled), now(), note)
+                         outcome.report.rows_quarantined, bool(labelled), now(), note, kind.name)
         tmp = self.root / f".{batch_id}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         write_parquet(outcome.accepted, tmp / BATCH_FILE)
@@ -141,7 +142,15 @@ def pool_frames(store: BatchStore, pool: Iterable[str], kind: Kind | str = "text
     kind = get_kind(kind)
     frames = []
     for batch_id in pool:
-        if not store.get(batch_id).labelled:
+        info = store.get(batch_id)
+        if not info.labelled:
             raise BatchRejected(f"data.batches: batch {batch_id} has no labels and cannot join the training pool")
+        if info.kind != kind.name:  # the project switched kinds: that pool waits for its own kind's runs
+            continue
         frames.append(store.rows(batch_id)[[*kind.columns, ROW]].assign(**{ORIGIN: batch_id}))
     return frames
+
+
+def other_kind_batches(store: BatchStore, pool: Iterable[str], kind: str) -> list[str]:
+    """Pool entries of another task kind, which a run of `kind` leaves out (and says so)."""
+    return [b for b in pool if store.get(b).kind != kind]

@@ -92,7 +92,7 @@ def check_batch(params: Params, store: BatchStore, registry: Registry, batch: Ba
         columns=[predictor.kind.label_column], errors="ignore"))
     out = reports_dir / batch.id
     summary = drift.check(reference, current, out / "drift.html", params.monitor.text_drift_auc, live=live)
-    pending = sum(b.labelled_rows for b in store.pending_labelled(params.data.batches))
+    pending = sum(b.labelled_rows for b in store.pending_labelled(params.data.batches, params.task.kind))
     decision = decide(summary, params.monitor, production_f1, pending)
     drift.add_decision(out / "drift.html", decision.retrain, decision.reasons)
     payload = {"batch": batch.__dict__, "production_version": registry.production_version(),

@@ -30,7 +30,7 @@ class RetrainPlan:
 
 def plan(params: Params, store: BatchStore, registry: Registry, root: Path, force: bool = False) -> RetrainPlan:
     """What to retrain on: every labelled batch not yet pooled; with retrain.init production, warm-start from it."""
-    joining = store.pending_labelled(params.data.batches)
+    joining = store.pending_labelled(params.data.batches, params.task.kind)
     if not joining and not force:
         return RetrainPlan(reasons=["no labelled batch waits outside the training pool: nothing new to train on"])
     overrides = {"data.batches": [*params.data.batches, *(b.id for b in joining)]}
