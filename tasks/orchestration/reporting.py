@@ -6,6 +6,7 @@ its output. Used inside a Prefect task run (flows/training.py).
 """
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Optional
@@ -17,11 +18,22 @@ EPOCH = re.compile(r"^train epoch (\d+)/(\d+)$")
 STEP = 0.05  # update the artifact every 5 % (and at the end), not on every bar tick
 
 
+def api_only_logger() -> logging.Logger:
+    """A logger whose records go to the Prefect API (the UI) only: the terminal already shows the stage's own output,
+    so the console handler of Prefect's run logger would print every line twice."""
+    from prefect.logging.handlers import APILogHandler
+
+    logger = logging.getLogger("tuneline.stage")
+    if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+        logger.addHandler(APILogHandler())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
 class StageReporter:
     def __init__(self, stage: str):
-        from prefect.logging import get_run_logger
-
-        self.stage, self.logger = stage, get_run_logger()
+        self.stage, self.logger = stage, api_only_logger()
         self.artifact: Optional[UUID] = None
         self.shown = -1.0
 
