@@ -96,5 +96,6 @@ def run(input_path: str | Path, output_path: str | Path, model_dir: str | Path, 
     out = df.copy()
     for name, values in kind.prediction_columns(predicted, predictor.labels, df).items():
         out[name] = values
-    write_output(out.drop(columns=df.attrs.get("internal", [])), output_path)
+    write_output(out.drop(columns=df.attrs.get("internal", [])).rename(columns=df.attrs.get("restore", {})),
+                 output_path)
     return PredictResult(rows=len(out), output=output_path, labels=predictor.labels)

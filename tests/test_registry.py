@@ -144,6 +144,12 @@ def test_predict_missing_column_and_empty_files(project, tmp_path):
     pd.DataFrame({"body": ["x"]}).to_csv(bad, index=False)
     with pytest.raises(DataFileError, match=r"bad\.csv: text column 'text' is missing; columns present: body"):
         predict.run(bad, tmp_path / "o.csv", candidates["good"])
+    other = tmp_path / "other.csv"  # predicting on `body` leaves the file's own `text` column as it was
+    pd.DataFrame({"text": ["keep me", "and me"], "body": ["awful item 1 awful", "great item 2 great"]}).to_csv(
+        other, index=False)
+    predict.run(other, tmp_path / "other-out.csv", candidates["good"], column="body")
+    out = pd.read_csv(tmp_path / "other-out.csv")
+    assert out["text"].tolist() == ["keep me", "and me"] and out["label"].tolist() == ["one", "four"]
     for name, content in (("empty.csv", ""), ("header.csv", "text,id\n")):
         src = tmp_path / name
         src.write_text(content)

@@ -21,6 +21,7 @@ from tasks.kinds.base import (CONFIDENCE, LABEL, PRED, ROW, Kind, Predicted, emb
 from tasks.kinds.text_augment import augment
 
 TEXT = "text"
+SET_ASIDE = "__tuneline_user_text"  # a user's own `text` column while another column is predicted on
 WORD = r"[^\W\d_]+"
 
 
@@ -233,8 +234,9 @@ class TextKind(Kind):
             return pd.DataFrame({TEXT: pd.Series(dtype=str)})
         if column == TEXT:
             return df.assign(**{TEXT: df[TEXT].astype(str)})
-        out = df.assign(**{TEXT: df[column].astype(str)})
-        out.attrs["internal"] = [] if TEXT in df.columns else [TEXT]  # not written back
+        # The model reads `text`; a user column of that name is set aside and written back unchanged.
+        out = df.rename(columns={TEXT: SET_ASIDE}).assign(**{TEXT: df[column].astype(str)})
+        out.attrs.update(internal=[TEXT], restore={SET_ASIDE: TEXT} if TEXT in df.columns else {})
         return out
 
     def prediction_columns(self, predicted: Predicted, labels: list[str], frame: pd.DataFrame) -> dict:
