@@ -55,7 +55,7 @@ def _stages_and_gate(root: Path, overrides: Optional[dict[str, Any]], promote_mo
     check_params(root)
     runs = [run_stage(stage, root) for stage in pipeline.STAGES]
     create_markdown_artifact(key="training-metrics", markdown=pipeline.metrics_markdown(root / "reports/metrics.json"),
-                             description="Test metrics of the candidate model and the TF-IDF baseline")
+                             description="Test metrics of the candidate model and its kind's baseline")
     decision = promote(root) if promote_model else None
     if decision is not None:
         create_markdown_artifact(key="promotion-decision", markdown=decision_markdown(decision),

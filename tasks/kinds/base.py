@@ -180,6 +180,15 @@ class Kind:
         raise NotImplementedError
 
 
+def rename_to_canonical(df: pd.DataFrame, renames: dict[str, str], also: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The user's configured columns renamed to canonical names; a user column already called by a canonical name
+    (or `row`, or a column the kind adds later: `also`) that is not the configured one would collide, so it is kept
+    as `<name>_original`."""
+    reserved = {*renames.values(), ROW, *also}
+    clashes = {c: f"{c}_original" for c in reserved if c in df.columns and c not in renames}
+    return df.rename(columns=clashes).rename(columns={k: v for k, v in renames.items() if k in df.columns})
+
+
 def embedding_frame(emb: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(emb, columns=[f"{EMB_PREFIX}{i}" for i in range(emb.shape[1])])
 

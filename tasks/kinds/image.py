@@ -22,7 +22,7 @@ import pandas as pd
 
 from tasks.files.tables import DataFileError, read_table
 from tasks.kinds.base import (CONFIDENCE, LABEL, PRED, ROW, Kind, Predicted, embedding_frame, label_scores,
-                              probability_columns, read_input_table)
+                              probability_columns, read_input_table, rename_to_canonical)
 
 IMAGE, PATH, PIXELS = "image", "path", "pixels"
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -172,9 +172,7 @@ class ImageKind(Kind):
         if path.is_dir():
             return self.canonical(read_image_folder(path))
         df = read_table(path, "auto", cfg.encoding, cfg.delimiter, cfg.max_bytes, cfg.max_rows)
-        clashes = {c: f"{c}_original" for c in (PATH, LABEL, ROW, IMAGE) if c in df.columns
-                   and c not in (cfg.image_column, cfg.label_column)}
-        df = df.rename(columns=clashes).rename(columns={cfg.image_column: PATH, cfg.label_column: LABEL})
+        df = rename_to_canonical(df, {cfg.image_column: PATH, cfg.label_column: LABEL}, also=(IMAGE,))
         if PATH in df.columns:  # paths are relative to the table's own folder
             df[PATH] = [str(p) if Path(str(p)).is_absolute() else str(path.parent / str(p)) for p in df[PATH]]
         return self.canonical(df)

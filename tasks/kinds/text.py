@@ -17,7 +17,7 @@ from tasks.files.assets import EMBEDDED_CORPUS, EMBEDDED_CORPUS_ENCODING, embedd
 from tasks.files.tables import read_table
 from tasks.kinds import text_quality as quality
 from tasks.kinds.base import (CONFIDENCE, LABEL, PRED, ROW, Kind, Predicted, embedding_frame, label_scores,
-                              probability_columns, read_input_table)
+                              probability_columns, read_input_table, rename_to_canonical)
 from tasks.kinds.text_augment import augment
 
 TEXT = "text"
@@ -105,8 +105,7 @@ class TextKind(Kind):
         source_columns = [str(c) for c in df.columns]
         renames = {cfg.text_column: TEXT, cfg.label_column: LABEL}
         # A user column already called text/label/row that is not the configured one would collide: keep it renamed.
-        clashes = {c: f"{c}_original" for c in (TEXT, LABEL, ROW) if c in df.columns and c not in renames}
-        df = df.rename(columns=clashes).rename(columns={k: v for k, v in renames.items() if k in df.columns})
+        df = rename_to_canonical(df, renames)
         df.insert(0, ROW, range(1, len(df) + 1))
         rows_read, removed = len(df), {}
         filters = [("data.include_pattern", cfg.include_pattern)]

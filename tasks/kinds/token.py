@@ -20,7 +20,8 @@ import pandas as pd
 
 from tasks.files.assets import EMBEDDED_NER, embedded_ner_path
 from tasks.files.tables import DataFileError, read_table
-from tasks.kinds.base import CONFIDENCE, LABEL, PRED, ROW, Kind, Predicted, embedding_frame, read_input_table
+from tasks.kinds.base import (CONFIDENCE, LABEL, PRED, ROW, Kind, Predicted, embedding_frame, read_input_table,
+                              rename_to_canonical)
 
 TOKENS, TAGS = "tokens", "tags"
 OUTSIDE = "O"
@@ -143,8 +144,7 @@ class TokenKind(Kind):
         return self.canonical(df, cfg.tokens_column, cfg.tags_column)
 
     def canonical(self, df: pd.DataFrame, tokens: str, tags: str) -> pd.DataFrame:
-        clashes = {c: f"{c}_original" for c in (TOKENS, TAGS, ROW) if c in df.columns and c not in (tokens, tags)}
-        df = df.rename(columns=clashes).rename(columns={tokens: TOKENS, tags: TAGS})
+        df = rename_to_canonical(df, {tokens: TOKENS, tags: TAGS})
         for col in (TOKENS, TAGS):
             if col in df.columns:
                 df[col] = df[col].map(as_list)
