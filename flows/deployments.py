@@ -3,6 +3,7 @@
 training/default      manual: the DVC stages, gate and promotion
 monitoring/scheduled  cron (default hourly): takes the drop folder's batches, checks drift, decides
 retraining/nightly    cron (default 03:00) and on every drift event that monitoring emits for this project
+sweep/default         manual: params.yaml's sweep.grid as DVC experiments, the winner evaluated and gated
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from prefect.events import DeploymentEventTrigger
 
 from flows.monitoring import DRIFT_EVENT, monitoring, project_resource
 from flows.retraining import retraining
+from flows.sweep import sweep_flow
 from flows.training import training
 
 MONITOR_CRON = "0 * * * *"
@@ -33,6 +35,9 @@ def build(project_dir: str | Path, monitor_cron: str = MONITOR_CRON, retrain_cro
                                  description="Drop-folder batches: validate, store, drift check, decision"),
         retraining.to_deployment(name="nightly", parameters=params, cron=retrain_cron, triggers=[on_drift],
                                  description="Pool the waiting labelled batches, retrain, gate; also on drift events"),
+        sweep_flow.to_deployment(name="default", parameters=params,
+                                 description="Trials as DVC experiments, chosen by validation macro-F1; the winner "
+                                             "evaluated and gated"),
     ]
 
 

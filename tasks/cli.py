@@ -18,6 +18,7 @@ from tasks.orchestration.pipeline import USER_ERROR_EXIT
 from tasks.registry.store import Registry, RegistryError
 from tasks.files.tables import DataFileError
 from tasks.prepare import PrepareFailed
+from tasks.sweep import SweepFailed
 from tasks.validate import ValidationFailed
 
 app = typer.Typer(help="tuneline: fine-tune pre-trained models with DVC stages and Prefect flows.", no_args_is_help=True)
@@ -39,7 +40,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (ConfigError, DataFileError, ValidationFailed, RegistryError, FileNotFoundError, BatchRejected,
-                ProjectBusy, PrepareFailed) as exc:
+                ProjectBusy, PrepareFailed, SweepFailed) as exc:
             err.print(f"[bold red]tuneline: error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(USER_ERROR_EXIT)
     return wrapper
@@ -113,6 +114,7 @@ def train_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Optio
         out.print(f"train ({cfg.strategy}): best val macro-F1 {r.best_val_macro_f1:.4f} at epoch "
                   f"{r.best_epoch}/{r.epochs_run} ({r.samples_per_s:.1f} samples/s{tokens} "
                   f"on {r.device} x{r.world_size}){resumed}; model in {r.model_dir}")
+        out.print(f"train: {r.stop_summary(cfg.early_stopping_patience)}", highlight=False)
 
 
 @stage.command("evaluate")
@@ -255,6 +257,29 @@ def run_cmd(project_dir: Path = typer.Option(Path("."), help="project root (hold
     if "busy" in result:
         raise ProjectBusy(result["busy"])
     out.print(serving.outputs_summary(project_dir, result))
+
+
+@app.command("sweep")
+@user_errors
+def sweep_cmd(project_dir: Path = typer.Option(Path("."), help="project root (holds dvc.yaml)"),
+              grid: Optional[list[str]] = typer.Option(None, help="replace sweep.grid for this run, e.g. "
+                                                                  "--grid train.learning_rate=1e-4,3e-4 (repeatable)"),
+              promote: bool = typer.Option(True, help="gate (and promote) the winner after evaluating it")):
+    """Try sweep.grid as DVC experiments (`dvc exp show`), choose by validation macro-F1, then run the winner through
+    evaluate and the gate (the `sweep` Prefect flow, in this process)."""
+    from tasks.orchestration import serving
+    from tasks.sweep import markdown
+
+    load_params(project_dir / "params.yaml")
+    chosen = serving.parse_grid(grid or [])
+    serving.use_running_server()
+    from flows.sweep import sweep_flow
+
+    result = sweep_flow(project_dir=str(project_dir), grid=chosen or None, promote_model=promote)
+    if "busy" in result:
+        raise ProjectBusy(result["busy"])
+    out.print(markdown(result["sweep"]), highlight=False)
+    out.print(serving.outputs_summary(project_dir, result["training"]), highlight=False)
 
 
 @app.command("ingest")

@@ -108,7 +108,10 @@ class TrainConfig(_Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     class_weights: Literal["none", "balanced"] = Field("none", description="balanced: inverse class frequency")
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(3, ge=1, description="epochs to train (early stopping may end sooner); see max_epochs")
+    max_epochs: Optional[int] = Field(
+        None, ge=1, description="an epoch budget that replaces `epochs`: set it generously and early stopping on "
+                                "validation ends the run; null = train.epochs")
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
@@ -125,6 +128,10 @@ class TrainConfig(_Strict):
     image_augment: list[Literal["flip", "crop", "color"]] = Field(
         ["flip", "crop", "color"], description="image-classification: random training-only transforms, per epoch")
 
+    @property
+    def epoch_budget(self) -> int:
+        return self.max_epochs or self.epochs
+
 
 class EvaluateConfig(_Strict):
     batch_size: int = Field(128, ge=1)
@@ -140,6 +147,9 @@ class PromoteConfig(_Strict):
     max_class_drop: float = Field(0.05, ge=0, description="no class's F1 may drop by more than this")
     max_set_drop: float = Field(
         0.02, ge=0, description="on each test set (old data; the newest batch's holdout) the metric may not drop more")
+    min_over_baseline: Optional[float] = Field(
+        0.0, description="the candidate must beat evaluate's simple baseline on the same test rows by at least this "
+                         "much, the first candidate too; null = no baseline check")
 
 
 class MonitorConfig(_Strict):
@@ -159,6 +169,23 @@ class RetrainConfig(_Strict):
         1.0, gt=0, le=1, description="warm start: share of the old training rows replayed beside the new ones")
 
 
+class SweepConfig(_Strict):
+    grid: dict[str, list[Any]] = Field(
+        {"train.learning_rate": [5e-5, 1e-4, 2e-4], "train.max_epochs": [3, 6]},
+        description="params key -> values to try (train.*, preprocess.max_train_samples, preprocess.augment.*)")
+    max_trials: int = Field(8, ge=1, description="a seeded sample of this many combinations when the grid has more")
+    jobs: int = Field(1, ge=1, description="trials run at once (DVC queue workers); each uses train.num_threads")
+    time_budget_s: Optional[float] = Field(None, gt=0, description="no new wave of trials starts after this; null = none")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _grid_has_values(self) -> "SweepConfig":
+        empty = [key for key, values in self.grid.items() if not values]
+        if empty or not self.grid:
+            raise ValueError(f"every grid key needs at least one value: {empty or 'the grid is empty'}")
+        return self
+
+
 class Params(_Strict):
     task: TaskConfig = TaskConfig()
     data: DataConfig = DataConfig()
@@ -169,6 +196,7 @@ class Params(_Strict):
     promote: PromoteConfig = PromoteConfig()
     monitor: MonitorConfig = MonitorConfig()
     retrain: RetrainConfig = RetrainConfig()
+    sweep: SweepConfig = SweepConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

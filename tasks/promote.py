@@ -20,7 +20,7 @@ from tasks.kinds import get_kind
 from tasks.kinds.base import SOURCE_ORIGIN, Kind
 from tasks.predict import Predictor
 from tasks.registry import gate, lineage
-from tasks.registry.card import model_card
+from tasks.registry.card import BASELINES, model_card
 from tasks.registry.store import Registry, now
 
 REFERENCE_FILE = "reference_profile.parquet"  # monitoring compares new batches with the production model's profile
@@ -98,11 +98,14 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
         production = kind.scores(y_true, y_pred, labels)
         sets = test_sets(evaluation.get("by_origin", {}), scores_by_origin(kind, test, y_true, y_pred, labels),
                          params.data.batches)
-    decision = gate.decide(candidate, production, params.promote, sets)
+    baseline_name, baseline_scores = baseline_of(evaluation)
+    decision = gate.decide(candidate, production, params.promote, sets,
+                           (BASELINES.get(baseline_name, baseline_name), baseline_scores))
     if parent is not None and not comparable:  # the project's task changed: nothing to compare the candidate with
-        decision.reasons = [f"production v{parent} is a {production_kind} model and this candidate is "
-                            f"{kind.name}: the first {kind.name} candidate is promoted (tuneline rollback v{parent} "
-                            "restores the previous one)"]
+        verdict = "is promoted" if decision.promote else "is not promoted"
+        decision.reasons[0] = (f"production v{parent} is a {production_kind} model and this candidate is "
+                               f"{kind.name}: the first {kind.name} candidate {verdict} (tuneline rollback "
+                               f"v{parent} restores the previous one)")
     record = {
         "version": registry.next_version(), "created": now(), "parent": parent, "weights_sha256": fingerprint,
         "kind": kind.name, "base_model": params.train.model if params.train.model != "default" else
@@ -112,11 +115,13 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
         "metrics": {**summary(candidate), "n_test": evaluation["n_test"]},
         "compared_with": {"version": parent, "metrics": summary(production)},
         "decision": {"promoted": decision.promote, "reasons": decision.reasons, "metric": params.promote.metric,
-                     "min_delta": params.promote.min_delta, "max_class_drop": params.promote.max_class_drop},
+                     "min_delta": params.promote.min_delta, "max_class_drop": params.promote.max_class_drop,
+                     "min_over_baseline": params.promote.min_over_baseline},
+        "baseline": {"name": baseline_name, "metrics": summary(baseline_scores)},
     }
     if decision.promote:
         extra = {REFERENCE_FILE: reference_profile} if reference_profile and reference_profile.exists() else None
-        registry.promote(Path(candidate_dir), record, model_card(record, *baseline_of(evaluation)), extra)
+        registry.promote(Path(candidate_dir), record, model_card(record, baseline_name, baseline_scores), extra)
     else:
         registry.reject(record)
     return PromotionResult(record["version"], decision.promote, decision.reasons, registry.production_version(),

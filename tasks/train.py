@@ -53,6 +53,7 @@ def log_metrics(metrics_dir: str | Path, result: TrainResult) -> None:
         for key, value in asdict(result).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 live.log_metric(key, value, plot=False)
+        live.summary["stop_reason"] = result.stop_reason  # early_stopped | budget | still_improving
 
 
 def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metrics_dir: str | Path,

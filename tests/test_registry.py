@@ -44,8 +44,11 @@ def project(tmp_path_factory, tiny_model_dir):
     return root, params, processed, candidates
 
 
-def promote_run(project, name, registry):
+def promote_run(project, name, registry, **promote_cfg):
+    """Gate a candidate; these tests compare candidates with each other, so the baseline check is off by default."""
     root, params, processed, candidates = project
+    params = params.model_copy(update={"promote": params.promote.model_copy(
+        update={"min_over_baseline": None, **promote_cfg})})
     return promote.run(params, processed, candidates[name], root / f"metrics-{name}.json", registry, root)
 
 
@@ -83,6 +86,23 @@ def test_gate_promotes_better_rejects_worse_and_rollback_restores_exact_files(pr
     assert reg.events()[-1] == {**reg.events()[-1], "event": "rolled_back", "version": 1, "from_version": 2}
     with pytest.raises(RegistryError, match=r"version 3 cannot be restored; promoted versions: \[1, 2\]"):
         reg.rollback(3)
+
+
+def test_first_candidate_that_loses_to_the_baseline_is_rejected(project, tmp_path):
+    root = project[0]
+    baseline = json.loads((root / "metrics-bad.json").read_text())["baseline_tfidf_logreg"]["macro_f1"]
+    reg = Registry(tmp_path / "registry", tmp_path / "production")
+    first = promote_run(project, "bad", reg, min_over_baseline=0.0)
+    assert not first.promoted and reg.production_version() is None and not (tmp_path / "production").exists()
+    assert "the first candidate is not promoted" in first.reasons[0]
+    assert f"loses to the baseline (TF-IDF + logistic regression) {baseline:.4f}" in first.reasons[1]
+    assert "tuneline sweep" in first.reasons[1]
+    record = reg.records()[-1]
+    assert record["baseline"]["metrics"]["macro_f1"] == baseline and not record["decision"]["promoted"]
+
+    better = promote_run(project, "good", reg, min_over_baseline=0.0)
+    assert better.promoted and reg.production_version() == better.version == 2
+    assert f"vs baseline (TF-IDF + logistic regression) {baseline:.4f}" in better.reasons[1]
 
 
 def test_promoting_the_same_model_again_is_a_no_op(project, tmp_path):

@@ -105,11 +105,14 @@ def test_train_writes_hf_model_with_label_names_and_stops_early(tmp_path, tiny_m
                       num_threads=1, batch_size=8)
     result = train.run(cfg, processed.output_dir, tmp_path / "model", tmp_path / "metrics")
     assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 1
+    assert result.stop_reason == "early_stopped"
+    assert result.stop_summary(1) == "stopped early after epoch 2: no validation gain for 1 epochs (best epoch 1)"
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
     assert model.config.id2label == {0: "four", 1: "one", 2: "three", 3: "two"}
     assert model.config.num_labels == 4
     summary = json.loads((tmp_path / "metrics" / "metrics.json").read_text())
     assert summary["best_val_macro_f1"] == pytest.approx(result.best_val_macro_f1)
+    assert summary["stop_reason"] == "early_stopped"
     assert (tmp_path / "metrics" / "plots" / "metrics" / "val_macro_f1.tsv").exists()
 
 
@@ -119,6 +122,19 @@ def test_train_learns_a_separable_task(tmp_path, tiny_model_dir, processed):
                       batch_size=8, early_stopping_patience=20)
     result = train.run(cfg, processed.output_dir, tmp_path / "model", tmp_path / "metrics")
     assert result.best_val_macro_f1 > 0.9  # one keyword per class: a working loop must find it
+
+
+def test_a_run_still_improving_at_max_epochs_says_so(tmp_path, tiny_model_dir, processed):
+    # max_epochs replaces epochs as the budget; at a modest rate validation macro-F1 is still rising at epoch 3.
+    cfg = TrainConfig(model=str(tiny_model_dir), epochs=30, max_epochs=3, learning_rate=3e-3, warmup_ratio=0.0,
+                      num_threads=1, batch_size=8)
+    result = train.run(cfg, processed.output_dir, tmp_path / "model", tmp_path / "metrics")
+    scores = [h["val_macro_f1"] for h in result.history]
+    assert result.epochs_run == 3 and scores[-1] > max(scores[:-1]), scores
+    assert result.stop_reason == "still_improving" and not result.stopped_early
+    assert "still improving at the last epoch of the budget (3)" in result.stop_summary(cfg.early_stopping_patience)
+    assert "raise train.max_epochs" in result.stop_summary(cfg.early_stopping_patience)
+    assert json.loads((tmp_path / "metrics" / "metrics.json").read_text())["stop_reason"] == "still_improving"
 
 
 # --- issue 12: a user's own file is never filtered by the demo corpus's topic ---------------------------------------

@@ -42,7 +42,31 @@ class TrainResult:
     world_size: int = 1
     resumed_from_step: int = 0
     trainable_params: int = 0
+    stop_reason: str = ""  # one of STOP_REASONS
     history: list[dict] = field(default_factory=list)
+
+    def stop_summary(self, patience: int) -> str:
+        return describe_stop(self.stop_reason, self.epochs_run, self.best_epoch, patience)
+
+
+def describe_stop(reason: str, epochs_run: int, best_epoch: int, patience: int) -> str:
+    """Why a run ended, in words: the question a user asks before trusting (or re-running) a budget."""
+    if reason == "early_stopped":
+        return (f"stopped early after epoch {epochs_run}: no validation gain for {patience} epochs "
+                f"(best epoch {best_epoch})")
+    if reason == "still_improving":
+        return (f"validation macro-F1 was still improving at the last epoch of the budget ({epochs_run}): "
+                "more epochs may help (raise train.max_epochs)")
+    return f"used the whole budget of {epochs_run} epochs; validation peaked at epoch {best_epoch}"
+
+
+STOP_REASONS = ("early_stopped", "budget", "still_improving")
+
+
+def stop_reason(stopped: bool, best_epoch: int, epochs_run: int) -> str:
+    if stopped:
+        return "early_stopped"
+    return "still_improving" if best_epoch == epochs_run else "budget"
 
 
 def seed_everything(seed: int) -> None:
@@ -103,7 +127,8 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
     optimizer = torch.optim.AdamW(build_param_groups(model, cfg.learning_rate, cfg.weight_decay, cfg.layer_lr_decay),
                                   lr=cfg.learning_rate, fused=device.type in ("cuda", "cpu"))
     group_names = [name for name, _ in named_groups(model)]
-    total = batches_per_epoch(train, cfg.batch_size, world) * cfg.epochs
+    budget = cfg.epoch_budget
+    total = batches_per_epoch(train, cfg.batch_size, world) * budget
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.scheduler, int(cfg.warmup_ratio * total),
                                                                        total))
     weight = class_weight_tensor(cfg.class_weights, train.targets(), model.config.num_labels)
@@ -121,7 +146,7 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
             checkpoint.save(checkpoint_path, model, optimizer, scheduler, loop, best_state)
 
     rng = np.random.default_rng(cfg.seed)
-    while not loop.stopped and loop.epoch <= cfg.epochs:
+    while not loop.stopped and loop.epoch <= budget:
         epoch = loop.epoch
         if loop.rng_epoch_start is None:
             loop.rng_epoch_start = rng.bit_generator.state
@@ -134,7 +159,7 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
         batches = distributed.shard(train.batches(cfg.batch_size, rng), rank, world)
         t0 = time.perf_counter()
         todo = batches[loop.step_in_epoch:]
-        bar = tqdm(todo, total=len(todo), desc=f"train epoch {epoch}/{cfg.epochs}",
+        bar = tqdm(todo, total=len(todo), desc=f"train epoch {epoch}/{budget}",
                    unit="batch", **({"disable": True} if rank else {}))  # an explicit False would override TQDM_DISABLE
         for idx in bar:
             inputs, targets = train.collate(idx, train=True)
@@ -181,7 +206,8 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
     epochs_run = len(loop.history)
     result = TrainResult(
         model_dir="", best_epoch=loop.best_epoch, best_val_macro_f1=loop.best_f1, epochs_run=epochs_run,
-        stopped_early=epochs_run < cfg.epochs, train_seconds=loop.train_seconds,
+        stopped_early=loop.stopped, stop_reason=stop_reason(loop.stopped, loop.best_epoch, epochs_run),
+        train_seconds=loop.train_seconds,
         samples_per_s=loop.samples / max(loop.train_seconds, 1e-9),
         tokens_per_s=loop.tokens / max(loop.train_seconds, 1e-9), device=str(device), world_size=world,
         resumed_from_step=resumed_from, history=loop.history,

@@ -109,7 +109,8 @@ def serve(project_dir: Path, port: int, detach: bool, echo: Callable[[str], None
     pids["serve"] = serving.pid
     echo(f"UI: http://127.0.0.1:{port}   API: {url}")
     echo(f"Run a deployment:  PREFECT_API_URL={url} prefect deployment run 'training/default'")
-    echo("Also: 'monitoring/scheduled' (cron, drop folder data/incoming), 'retraining/nightly' (cron + drift events)")
+    echo("Also: 'monitoring/scheduled' (cron, drop folder data/incoming), 'retraining/nightly' (cron + drift events), "
+         "'sweep/default' (sweep.grid as DVC experiments)")
     if detach:
         state.mkdir(parents=True, exist_ok=True)
         (state / "pids.json").write_text(json.dumps(pids), encoding="utf-8")
@@ -146,14 +147,49 @@ def use_running_server(port: int = DEFAULT_PORT) -> None:
         os.environ["PREFECT_API_URL"] = api_url(port)
 
 
+def parse_value(text: str):
+    """YAML's reading of a command-line value, except that 1e-4 is a number (YAML 1.1 wants 1.0e-4)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def parse_overrides(items: list[str]) -> dict:
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = parse_value(value)
     return overrides
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """`--grid train.learning_rate=1e-4,3e-4` -> {"train.learning_rate": [0.0001, 0.0003]}."""
+    grid = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise ConfigError(f"--grid {item!r} is not of the form section.key=value1,value2")
+        grid[key.strip()] = [parse_value(v) for v in values.split(",")]
+    return grid
+
+
+def training_stop(project_dir: Path) -> list[str]:
+    """The training summary's stop reason (reports/train/metrics.json), as one line."""
+    from tasks.config import load_params
+    from tasks.engine.loop import describe_stop
+
+    path = project_dir / "reports/train/metrics.json"
+    train = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if "stop_reason" not in train:
+        return []
+    patience = load_params(project_dir / "params.yaml").train.early_stopping_patience
+    return [f"training: {describe_stop(train['stop_reason'], int(train['epochs_run']), int(train['best_epoch']), patience)}"]
 
 
 def outputs_summary(project_dir: Path, result: dict) -> str:
@@ -175,7 +211,7 @@ def outputs_summary(project_dir: Path, result: dict) -> str:
                     f"production:     {root / 'models/production'}   (tuneline models; tuneline predict)"]
     return "\n".join([
         f"stages run: {', '.join(result['ran']) or 'none'}; unchanged: {', '.join(result['skipped']) or 'none'}",
-        *decision,
+        *decision, *training_stop(project_dir),
         f"test macro-F1: model {model:.4f} vs {BASELINES.get(base_name, base_name)} {base:.4f} "
         f"(model {verdict} the baseline)",
         f"candidate:      {root / 'models/candidate'}",

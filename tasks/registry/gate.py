@@ -1,5 +1,6 @@
-"""Promotion gate: promote only if the primary metric improves by min_delta, no class's F1 drops too far, and on
-each named test set (the old test rows; the newest batch's holdout) the metric drops by no more than max_set_drop.
+"""Promotion gate: promote only if the candidate beats evaluate's simple baseline by min_over_baseline (the first
+candidate too), the primary metric improves on production by min_delta, no class's F1 drops too far, and on each
+named test set (the old test rows; the newest batch's holdout) the metric drops by no more than max_set_drop.
 
 Both score dicts must come from the same test rows (see tasks/promote.py).
 """
@@ -17,10 +18,40 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
 
 
+# What to try when a fine-tuned model loses to a TF-IDF-sized baseline: it is nearly always under-trained.
+LOSES_TO_BASELINE_HINT = ("try more training rows (preprocess.max_train_samples), more epochs (train.max_epochs; "
+                          "the training summary says whether validation was still improving), a larger "
+                          "train.learning_rate on small data, or `tuneline sweep` to search these")
+
+
+def versus_baseline(candidate: dict, baseline: tuple[str, dict], metric: str, margin: float) -> tuple[bool, str]:
+    name, scores = baseline
+    gain = candidate[metric] - scores[metric]
+    if gain >= margin:
+        return True, (f"{metric} {candidate[metric]:.4f} vs baseline ({name}) {scores[metric]:.4f} "
+                      f"({gain:+.4f} >= min_over_baseline {margin})")
+    return False, (f"{metric} {candidate[metric]:.4f} loses to the baseline ({name}) {scores[metric]:.4f} on the "
+                   f"same test rows ({gain:+.4f} < min_over_baseline {margin}): {LOSES_TO_BASELINE_HINT}")
+
+
 def decide(candidate: dict, production: Optional[dict], cfg: PromoteConfig,
-           sets: Optional[dict[str, tuple[dict, dict]]] = None) -> Decision:
+           sets: Optional[dict[str, tuple[dict, dict]]] = None,
+           baseline: Optional[tuple[str, dict]] = None) -> Decision:
+    """`baseline` = (display name, scores) from evaluate, checked when cfg.min_over_baseline is not None."""
+    checks = []
+    if baseline is not None and cfg.min_over_baseline is not None:
+        checks.append(versus_baseline(candidate, baseline, cfg.metric, cfg.min_over_baseline))
+    beats_baseline = all(ok for ok, _ in checks)
     if production is None:
-        return Decision(True, ["no production model yet: the first candidate is promoted"])
+        first = ("no production model yet: the first candidate is promoted" if beats_baseline else
+                 "no production model yet, but the first candidate is not promoted")
+        return Decision(beats_baseline, [first] + [why for _, why in checks])
+    decision = against_production(candidate, production, cfg, sets)
+    return Decision(decision.promote and beats_baseline, [why for _, why in checks] + decision.reasons)
+
+
+def against_production(candidate: dict, production: dict, cfg: PromoteConfig,
+                       sets: Optional[dict[str, tuple[dict, dict]]]) -> Decision:
     metric = cfg.metric
     gain = candidate[metric] - production[metric]
     reasons, ok = [], True

@@ -1,0 +1,45 @@
+"""Prefect flow `sweep`: trials as DVC experiments (tasks/sweep.py), the winner applied, then the `training` flow
+(evaluate, gate, promotion) as a subflow, so the winner is gated like any other candidate."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.states import Completed
+
+from flows.training import training
+from tasks import sweep
+from tasks.config import SweepConfig, load_params
+from tasks.orchestration.locking import ProjectBusy, project_lock
+from tasks.orchestration.reporting import StageReporter
+
+
+def _run_trials(root: Path, grid: Optional[dict[str, list]]) -> sweep.SweepResult:
+    cfg = load_params(root / "params.yaml").sweep
+    cfg = SweepConfig.model_validate({**cfg.model_dump(), "grid": grid}) if grid else cfg
+    return sweep.run(root, cfg, on_line=StageReporter("sweep").line)
+
+
+run_trials = task(_run_trials, name="sweep-trials")
+apply_winner = task(sweep.apply_winner, name="apply-winner")
+
+
+@flow(name="sweep", log_prints=True)
+def sweep_flow(project_dir: str = ".", grid: Optional[dict[str, list]] = None, promote_model: bool = True) -> dict:
+    """Try params.yaml's `sweep.grid` (or `grid`, e.g. {"train.learning_rate": [1e-4, 3e-4]}) as DVC experiments,
+    choose by validation macro-F1, then evaluate and gate the winner through the `training` flow.
+    Holds the project lock: the winner is applied to the workspace."""
+    root = Path(project_dir).resolve()
+    try:
+        with project_lock(root, load_params(root / "params.yaml").monitor.lock_timeout_s, "sweep flow"):
+            result = run_trials(root, grid)
+            create_markdown_artifact(key="sweep-trials", markdown=sweep.markdown(result),
+                                     description="Every trial's params and validation macro-F1; the winner")
+            apply_winner(root, result.winner)
+            summary = training(project_dir=str(root), promote_model=promote_model)
+    except ProjectBusy as busy:
+        get_run_logger().warning(str(busy))
+        return Completed(message=str(busy), data={"busy": str(busy)})
+    return {"sweep": result, "training": summary}
