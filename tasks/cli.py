@@ -160,7 +160,8 @@ def promote_cmd(input_dir: Path = typer.Option(Path("data/processed")),
     with project_lock(Path("."), cfg.monitor.lock_timeout_s):
         r = promote.run(cfg, input_dir, candidate, metrics, Registry(registry, production), ".", reference)
     verdict = "unchanged" if r.unchanged else ("PROMOTED" if r.promoted else "REJECTED")
-    out.print(f"candidate v{r.version}: {verdict}; production is v{r.production_version}")
+    production = "none" if r.production_version is None else f"v{r.production_version}"
+    out.print(f"candidate v{r.version}: {verdict}; production is {production}")
     for reason in r.reasons:
         out.print(f"  - {reason}")
 
@@ -250,9 +251,10 @@ def run_cmd(project_dir: Path = typer.Option(Path("."), help="project root (hold
 
     load_params(project_dir / "params.yaml")  # fail before any work
     overrides = serving.parse_overrides(set_ or [])
-    serving.use_running_server()
+    server = serving.use_running_server()
     from flows.training import training
 
+    server.ready()
     result = training(project_dir=str(project_dir), overrides=overrides)
     if "busy" in result:
         raise ProjectBusy(result["busy"])
@@ -272,9 +274,10 @@ def sweep_cmd(project_dir: Path = typer.Option(Path("."), help="project root (ho
 
     load_params(project_dir / "params.yaml")
     chosen = serving.parse_grid(grid or [])
-    serving.use_running_server()
+    server = serving.use_running_server()
     from flows.sweep import sweep_flow
 
+    server.ready()
     result = sweep_flow(project_dir=str(project_dir), grid=chosen or None, promote_model=promote)
     if "busy" in result:
         raise ProjectBusy(result["busy"])
@@ -318,9 +321,11 @@ def monitor_cmd(files: Optional[list[Path]] = typer.Argument(None, help="batch f
     from tasks.monitoring import monitor
     from tasks.orchestration import serving
 
-    serving.use_running_server()
+    server = serving.use_running_server()
     from flows.monitoring import monitoring
 
+    monitor.preload()  # the model and drift code's imports, while the temporary server (if any) boots
+    server.ready()
     summary = monitoring(project_dir=str(project_dir), drop_dir=str(drop_dir) if drop_dir else None,
                          files=[str(f) for f in files] if files else None)
     if "busy" in summary:
@@ -341,9 +346,10 @@ def retrain_cmd(project_dir: Path = typer.Option(Path(".")),
     """Run the retraining flow once, in this process: pool the waiting labelled batches, retrain, gate."""
     from tasks.orchestration import serving
 
-    serving.use_running_server()
+    server = serving.use_running_server()
     from flows.retraining import retraining
 
+    server.ready()
     result = retraining(project_dir=str(project_dir), force=force)
     if "busy" in result:
         raise ProjectBusy(result["busy"])

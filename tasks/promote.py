@@ -133,7 +133,8 @@ def decision_markdown(result: PromotionResult) -> str:
     if result.unchanged:
         return f"# No new candidate\n\n{result.reasons[0]}"
     verdict = "PROMOTED" if result.promoted else "REJECTED"
-    lines = [f"# Candidate v{result.version}: {verdict}", "", f"Production is now v{result.production_version}.", "",
+    production = "none" if result.production_version is None else f"v{result.production_version}"
+    lines = [f"# Candidate v{result.version}: {verdict}", "", f"Production is now {production}.", "",
              "## Reasons", *[f"- {r}" for r in result.reasons]]
     if result.production is not None:
         lines += ["", "| class | candidate F1 | production F1 |", "|---|---|---|"]

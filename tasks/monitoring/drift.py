@@ -79,6 +79,13 @@ def _read(snapshot: dict) -> list[ColumnDrift]:
     return out
 
 
+def preload() -> None:
+    """Evidently's imports (about 5 s on a 2-core CPU): `check` pays them otherwise."""
+    from evidently import Dataset, Report  # noqa: F401
+    from evidently.legacy.metrics.data_drift.embedding_drift_methods import model  # noqa: F401
+    from evidently.metrics import ValueDrift  # noqa: F401
+
+
 def check(reference: pd.DataFrame, current: pd.DataFrame, html_path: Optional[Path] = None,
           text_auc: float = 0.55, live: Optional[dict] = None) -> DriftSummary:
     """Evidently report of `current` (a batch profile) against `reference` (the production model's profile).

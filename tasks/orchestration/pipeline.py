@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -105,6 +106,21 @@ def dvc_add(path: str | Path, project_dir: str | Path = ".") -> None:
     code, tail, _ = _stream([sys.executable, "-m", "dvc", "add", "--quiet", str(path)], Path(project_dir))
     if code != 0:
         raise RuntimeError(f"dvc add {path} failed:\n{tail}")
+
+
+@contextmanager
+def dvc_add_alongside(path: str | Path, project_dir: str | Path = "."):
+    """`dvc add PATH` in its own process while the block runs (it uses the second core for its 2-3 s of imports and
+    hashing); at the end of the block it is waited for, and its failure raised. DVC's default cache copies files,
+    so the block may read PATH meanwhile."""
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "add", "--quiet", str(path)], cwd=project_dir,
+                            env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield
+    finally:
+        output, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc add {path} failed:\n{output[-4000:]}")
 
 
 def promote_candidate(project_dir: str | Path = "."):

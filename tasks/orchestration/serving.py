@@ -9,10 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import yaml
 
@@ -139,12 +140,46 @@ def stop(project_dir: Path) -> str:
     return f"stopped {pids}"
 
 
-def use_running_server(port: int = DEFAULT_PORT) -> None:
-    """Send flow runs to a local `tuneline serve` server when one answers, so they show in its UI."""
+class ServerStart:
+    """Prefect's temporary server, starting in a thread (or nothing to wait for); `ready()` before the first flow."""
+
+    def __init__(self, thread: Optional[threading.Thread] = None):
+        self.thread, self.error = thread, None
+
+    def ready(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def use_running_server(port: int = DEFAULT_PORT) -> ServerStart:
+    """Send flow runs to a local `tuneline serve` server when one answers, so they show in its UI.
+
+    Without one, Prefect starts a temporary server when the first flow begins: 5-10 s on a small CPU, spent waiting.
+    It is started here instead, in a thread, so it boots (in its own process) while the command does its imports;
+    call `.ready()` on the result before running a flow.
+    """
     # A local tool sends no telemetry (and offline, the temporary server's heartbeat only logs lock errors).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if "PREFECT_API_URL" not in os.environ and is_healthy(api_url(port), timeout=0.5):
+    if "PREFECT_API_URL" in os.environ:
+        return ServerStart()
+    if is_healthy(api_url(port), timeout=0.5):
         os.environ["PREFECT_API_URL"] = api_url(port)
+        return ServerStart()
+    from prefect.server.api.server import SubprocessASGIServer  # the instance Prefect's client will reuse
+
+    start = ServerStart()
+
+    def boot() -> None:
+        try:
+            SubprocessASGIServer().start()
+        except Exception as exc:  # reported by ready(), in the command's own thread
+            start.error = exc
+
+    start.thread = threading.Thread(target=boot, name="prefect-temporary-server", daemon=True)
+    start.thread.start()
+    return start
 
 
 def parse_value(text: str):
@@ -204,8 +239,9 @@ def outputs_summary(project_dir: Path, result: dict) -> str:
     decision = []
     if "version" in result:
         outcome = "PROMOTED" if result["promoted"] else "REJECTED"
-        headline = (f"decision: unchanged; production is v{result['production_version']}" if result.get("unchanged")
-                    else f"decision: candidate v{result['version']} {outcome}; production is v{result['production_version']}")
+        production = "none" if result["production_version"] is None else f"v{result['production_version']}"
+        headline = (f"decision: unchanged; production is {production}" if result.get("unchanged")
+                    else f"decision: candidate v{result['version']} {outcome}; production is {production}")
         decision = [headline,
                     *[f"  - {r}" for r in result["reasons"]],
                     f"production:     {root / 'models/production'}   (tuneline models; tuneline predict)"]
