@@ -1,4 +1,5 @@
-"""Deployments served by `tuneline serve` (or `python -m flows.deployments PROJECT_DIR [MONITOR_CRON RETRAIN_CRON]`).
+"""Deployments served by `tuneline serve` (or `python -m flows.deployments PROJECT_DIR [MONITOR_CRON RETRAIN_CRON]`),
+or registered for a work pool's workers by `tuneline deploy` (deploy_to_pool). With `serve`:
 
 training/default      manual: the DVC stages, gate and promotion
 monitoring/scheduled  cron (default hourly): takes the drop folder's batches, checks drift, decides
@@ -22,23 +23,69 @@ MONITOR_CRON = "0 * * * *"
 RETRAIN_CRON = "0 3 * * *"
 
 
-def build(project_dir: str | Path, monitor_cron: str = MONITOR_CRON, retrain_cron: str = RETRAIN_CRON):
-    project_dir = str(Path(project_dir).resolve())
+def specs(project_dir: str, monitor_cron: str = MONITOR_CRON, retrain_cron: str = RETRAIN_CRON) -> list[tuple]:
+    """(flow, entrypoint, deployment name, options) for each deployment, as `serve` and a work pool both deploy them."""
     params = {"project_dir": project_dir}
     on_drift = DeploymentEventTrigger(name="retrain-on-drift", expect={DRIFT_EVENT},
                                       match={"prefect.resource.id": project_resource(project_dir)},
                                       parameters=params)
     return [
-        training.to_deployment(name="default", parameters=params,
-                               description="Manual training run: DVC stages prepare..reference, gate, promotion"),
-        monitoring.to_deployment(name="scheduled", parameters=params, cron=monitor_cron,
-                                 description="Drop-folder batches: validate, store, drift check, decision"),
-        retraining.to_deployment(name="nightly", parameters=params, cron=retrain_cron, triggers=[on_drift],
-                                 description="Pool the waiting labelled batches, retrain, gate; also on drift events"),
-        sweep_flow.to_deployment(name="default", parameters=params,
-                                 description="Trials as DVC experiments, chosen by validation macro-F1; the winner "
-                                             "evaluated and gated"),
+        (training, "flows/training.py:training", "default",
+         dict(parameters=params, description="Manual training run: DVC stages prepare..reference, gate, promotion")),
+        (monitoring, "flows/monitoring.py:monitoring", "scheduled",
+         dict(parameters=params, cron=monitor_cron,
+              description="Drop-folder batches: validate, store, drift check, decision")),
+        (retraining, "flows/retraining.py:retraining", "nightly",
+         dict(parameters=params, cron=retrain_cron, triggers=[on_drift],
+              description="Pool the waiting labelled batches, retrain, gate; also on drift events")),
+        (sweep_flow, "flows/sweep.py:sweep_flow", "default",
+         dict(parameters=params,
+              description="Trials as DVC experiments, chosen by validation macro-F1; the winner evaluated and gated")),
     ]
+
+
+def build(project_dir: str | Path, monitor_cron: str = MONITOR_CRON, retrain_cron: str = RETRAIN_CRON):
+    """Deployments for `prefect.serve` (one process on one machine: `tuneline serve`)."""
+    return [flow.to_deployment(name=name, **options)
+            for flow, _, name, options in specs(str(Path(project_dir).resolve()), monitor_cron, retrain_cron)]
+
+
+def code_dir() -> Path:
+    """The checkout that holds flows/ (the workers load the flows from it)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def ensure_pool(pool: str) -> None:
+    """A `process` work pool of that name on the server (workers run each flow run as a local process)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except ObjectNotFound:
+            try:
+                client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+            except ObjectAlreadyExists:
+                pass
+
+
+def deploy_to_pool(project_dir: str | Path, pool: str, name: str | None = None, source: str | None = None,
+                   monitor_cron: str = MONITOR_CRON, retrain_cron: str = RETRAIN_CRON) -> list[str]:
+    """Register the deployments on the server for a work pool's workers (on any machine that reaches the server).
+
+    source: where workers load the flow code from: this checkout (default), or a git URL that each run clones.
+    project_dir: the project's path on the worker machines. name: one deployment name for all four flows (default:
+    the pool's name), so several projects or clones can share a pool.
+    """
+    ensure_pool(pool)
+    deployed = []
+    for flow, entrypoint, default_name, options in specs(str(project_dir), monitor_cron, retrain_cron):
+        remote = flow.from_source(source=source or str(code_dir()), entrypoint=entrypoint)
+        remote.deploy(name=name or pool, work_pool_name=pool, print_next_steps=False, **options)
+        deployed.append(f"{flow.name}/{name or pool}")
+    return deployed
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
 from tasks.monitoring import monitor
-from tasks.orchestration.locking import ProjectBusy, project_lock
+from tasks.orchestration.locking import ProjectBusy, run_lock
 from tasks.config import load_params
 from tasks.paths import ProjectPaths
 
@@ -41,7 +41,7 @@ def monitoring(project_dir: str = ".", drop_dir: Optional[str] = None, files: Op
     paths = ProjectPaths(Path(project_dir).resolve())
     params = load_params(paths.params)
     try:
-        with project_lock(paths.root, params.monitor.lock_timeout_s):
+        with run_lock(paths.root, params.monitor.lock_timeout_s):
             todo, from_drop = monitor.files_to_process(paths, drop_dir, files)
             outcomes = [process_file(params, paths, f, from_drop) for f in todo]
             # Then every stored batch still without a drift verdict (e.g. it came in through `tuneline ingest`).

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.training import training
 from tasks.monitoring import retrain
-from tasks.orchestration.locking import ProjectBusy, project_lock
+from tasks.orchestration.locking import ProjectBusy, run_lock
 from tasks.config import load_params
 from tasks.paths import ProjectPaths
 
@@ -22,7 +22,7 @@ def retraining(project_dir: str = ".", force: bool = False) -> dict:
     """force: retrain even when no new labelled batch waits (e.g. after changing params)."""
     paths = ProjectPaths(Path(project_dir).resolve())
     try:
-        with project_lock(paths.root, load_params(paths.params).monitor.lock_timeout_s):
+        with run_lock(paths.root, load_params(paths.params).monitor.lock_timeout_s):
             plan = make_plan(paths, force)
             result = training(project_dir=str(paths.root), overrides=plan.overrides) if plan.needed else None
     except ProjectBusy as busy:  # a normal outcome for a scheduled run: nothing done, say why

@@ -12,7 +12,7 @@ from prefect.states import Completed
 from flows.training import training
 from tasks import sweep
 from tasks.config import SweepConfig, load_params
-from tasks.orchestration.locking import ProjectBusy, project_lock
+from tasks.orchestration.locking import ProjectBusy, run_lock
 from tasks.orchestration.reporting import StageReporter
 
 
@@ -33,7 +33,7 @@ def sweep_flow(project_dir: str = ".", grid: Optional[dict[str, list]] = None, p
     Holds the project lock: the winner is applied to the workspace."""
     root = Path(project_dir).resolve()
     try:
-        with project_lock(root, load_params(root / "params.yaml").monitor.lock_timeout_s, "sweep flow"):
+        with run_lock(root, load_params(root / "params.yaml").monitor.lock_timeout_s, "sweep flow"):
             result = run_trials(root, grid)
             create_markdown_artifact(key="sweep-trials", markdown=sweep.markdown(result),
                                      description="Every trial's params and validation macro-F1; the winner")

@@ -8,8 +8,8 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Completed
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.orchestration import pipeline, reporting
-from tasks.orchestration.locking import ProjectBusy, project_lock
+from tasks.orchestration import pipeline, reporting, storage
+from tasks.orchestration.locking import ProjectBusy, run_lock
 from tasks.promote import decision_markdown
 
 
@@ -26,6 +26,7 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
 check_params = task(pipeline.check_params, name="check-params")
 apply_overrides = task(pipeline.apply_overrides, name="apply-overrides")
 promote = task(pipeline.promote_candidate, name="promote")
+push = task(storage.push, name="dvc-push")  # after the gate only: the remote never sees a half-made promotion
 # The stage's output lines go to the task run's log and its progress bars to a progress artifact (tasks/orchestration/
 # reporting.py), so the UI shows what the stage is doing while it runs.
 run_stage = task(reporting.reproduce_stage_reported, name="dvc-stage", task_run_name="{stage}", retries=1,
@@ -42,7 +43,7 @@ def training(project_dir: str = ".", overrides: Optional[dict[str, Any]] = None,
     """
     root = Path(project_dir).resolve()
     try:
-        with project_lock(root, pipeline.lock_timeout(root), "training flow"):
+        with run_lock(root, pipeline.lock_timeout(root), "training flow"):
             return _stages_and_gate(root, overrides, promote_model)
     except ProjectBusy as busy:  # the run ends Completed with the reason as its state message, not retried
         get_run_logger().warning(str(busy))
@@ -60,6 +61,9 @@ def _stages_and_gate(root: Path, overrides: Optional[dict[str, Any]], promote_mo
     if decision is not None:
         create_markdown_artifact(key="promotion-decision", markdown=decision_markdown(decision),
                                  description="Gate decision: candidate vs production")
+        pushed = push(root)  # a no-op without a default DVC remote
+        if pushed:
+            get_run_logger().info(pushed)
     summary = pipeline.run_summary(runs, decision)
     get_run_logger().info("stages run: %s; skipped (unchanged): %s", summary["ran"] or "none",
                           summary["skipped"] or "none")

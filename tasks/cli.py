@@ -19,6 +19,7 @@ from tasks.registry.store import Registry, RegistryError
 from tasks.files.tables import DataFileError
 from tasks.prepare import PrepareFailed
 from tasks.sweep import SweepFailed
+from tasks.orchestration.storage import StorageError
 from tasks.validate import ValidationFailed
 
 app = typer.Typer(help="tuneline: fine-tune pre-trained models with DVC stages and Prefect flows.", no_args_is_help=True)
@@ -40,7 +41,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (ConfigError, DataFileError, ValidationFailed, RegistryError, FileNotFoundError, BatchRejected,
-                ProjectBusy, PrepareFailed, SweepFailed) as exc:
+                ProjectBusy, PrepareFailed, SweepFailed, StorageError) as exc:
             err.print(f"[bold red]tuneline: error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(USER_ERROR_EXIT)
     return wrapper
@@ -285,6 +286,46 @@ def sweep_cmd(project_dir: Path = typer.Option(Path("."), help="project root (ho
     out.print(serving.outputs_summary(project_dir, result["training"]), highlight=False)
 
 
+remote = typer.Typer(help="Shared storage: a DVC remote for data, models and the registry.", no_args_is_help=True)
+app.add_typer(remote, name="remote")
+
+
+@remote.command("add")
+@user_errors
+def remote_add_cmd(url: str = typer.Argument(..., help="s3://bucket/path, or a directory (e.g. a shared mount)"),
+                   name: str = typer.Option("storage", help="the DVC remote's name"),
+                   endpoint_url: Optional[str] = typer.Option(None, help="an S3-compatible store that is not AWS"),
+                   project_dir: Path = typer.Option(Path("."))):
+    """Set the project's default DVC remote (`dvc remote add -d`); runs then push to it after each gate decision."""
+    from tasks.orchestration import storage
+
+    storage.add_remote(project_dir, url, name, endpoint_url)
+    out.print(f"default DVC remote {name!r}: {url}" + (f" (endpoint {endpoint_url})" if endpoint_url else "") +
+              "; commit .dvc/config so other clones use it", highlight=False)
+
+
+@app.command("push")
+@user_errors
+def push_cmd(project_dir: Path = typer.Option(Path("."))):
+    """`dvc push` data, models and the registry to the default remote (the flows do this after each gate)."""
+    from tasks.orchestration import storage
+
+    pushed = storage.push(project_dir)
+    if pushed is None:
+        raise StorageError("no default DVC remote: tuneline remote add URL")
+    out.print(pushed, highlight=False)
+
+
+@app.command("pull")
+@user_errors
+def pull_cmd(project_dir: Path = typer.Option(Path("."))):
+    """On a fresh clone: `dvc pull` data, models and the registry, and restore models/production."""
+    from tasks.orchestration import storage
+
+    for line in storage.pull(project_dir):
+        out.print(line, highlight=False)
+
+
 @app.command("ingest")
 @user_errors
 def ingest_cmd(path: Path = typer.Argument(..., help="a batch of new data: CSV / Parquet / JSONL, labelled or not"),
@@ -381,6 +422,36 @@ def serve_cmd(project_dir: Path = typer.Option(Path("."), help="project root (ho
     from tasks.orchestration import serving
 
     serving.serve(project_dir, port, detach, echo=out.print, crons=(monitor_cron, retrain_cron))
+
+
+@app.command("deploy")
+@user_errors
+def deploy_cmd(pool: str = typer.Option("tuneline", help="a process work pool (created if missing)"),
+               name: Optional[str] = typer.Option(None, help="deployment name for all flows (default: the pool's)"),
+               source: Optional[str] = typer.Option(None, help="flow code for the workers: this checkout (default) "
+                                                               "or a git URL each run clones"),
+               project_dir: Path = typer.Option(Path("."), help="the project's path on the worker machines")):
+    """Register the flows as deployments for a work pool on the Prefect server in PREFECT_API_URL (a shared server,
+    e.g. on PostgreSQL); `tuneline worker` on any machine then runs them."""
+    import os
+
+    from flows.deployments import deploy_to_pool
+
+    if "PREFECT_API_URL" not in os.environ:
+        raise ConfigError("set PREFECT_API_URL to the shared Prefect server (see README, 'Scaling out')")
+    for deployment in deploy_to_pool(str(project_dir.resolve()), pool, name, source):
+        out.print(f"deployed {deployment} -> work pool {pool!r}", highlight=False)
+    out.print(f"start a worker: tuneline worker --pool {pool}   run: prefect deployment run "
+              f"'training/{name or pool}'", highlight=False)
+
+
+@app.command("worker")
+def worker_cmd(pool: str = typer.Option("tuneline", help="the work pool to take flow runs from")):
+    """`prefect worker start --pool POOL --type process`: runs the pool's flow runs on this machine."""
+    import os
+    import sys
+
+    os.execv(sys.executable, [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"])
 
 
 @app.command("stop")

@@ -73,3 +73,73 @@ def project_lock(root: Path, timeout_s: float, what: str | None = None) -> Itera
         _held.pop(key, None)
         (path.parent / Path(HOLDER_FILE).name).unlink(missing_ok=True)
         lock.release()
+
+
+def project_identity(root: Path) -> str:
+    """The same project on every machine: its git origin URL (clones of one repository share it), else its path."""
+    import subprocess
+
+    proc = subprocess.run(["git", "-C", str(root), "config", "--get", "remote.origin.url"], capture_output=True,
+                          text=True)
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else str(Path(root).resolve())
+
+
+def limit_name(root: Path) -> str:
+    import hashlib
+
+    return f"tuneline-{hashlib.sha256(project_identity(root).encode()).hexdigest()[:12]}"
+
+
+def ensure_limit(name: str) -> None:
+    """A global concurrency limit of 1 on the Prefect server (Prefect ignores a slot of a limit that does not exist)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            except ObjectAlreadyExists:  # another machine created it meanwhile
+                pass
+
+
+@contextmanager
+def server_slot(root: Path, timeout_s: float) -> Iterator[None]:
+    """The project's slot in a Prefect global concurrency limit: the lock that also holds across machines (workers
+    on several hosts sharing one server), where a file lock cannot. Re-entrant within a process, like project_lock."""
+    from prefect.concurrency.sync import concurrency
+    from prefect.settings import PREFECT_API_URL
+
+    name = limit_name(root)
+    if _held.get(name):
+        _held[name] += 1
+        try:
+            yield
+        finally:
+            _held[name] -= 1
+        return
+    ensure_limit(name)
+    slot = concurrency(name, occupy=1, timeout_seconds=max(timeout_s, 0.5), strict=True)
+    try:
+        slot.__enter__()
+    except TimeoutError:
+        raise ProjectBusy(f"the project is busy: another run of it holds the server-wide limit {name!r} on "
+                          f"{PREFECT_API_URL.value() or 'the Prefect server'} (a worker on this or another machine); "
+                          f"nothing was changed (waited {timeout_s:g} s, monitor.lock_timeout_s): try again when it "
+                          "has finished") from None
+    _held[name] = 1
+    try:
+        yield
+    finally:
+        _held.pop(name, None)
+        slot.__exit__(None, None, None)
+
+
+@contextmanager
+def run_lock(root: Path, timeout_s: float, what: str | None = None) -> Iterator[None]:
+    """What a flow run takes: this machine's project lock, then the server-wide slot."""
+    with project_lock(root, timeout_s, what), server_slot(root, timeout_s):
+        yield

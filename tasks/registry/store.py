@@ -120,7 +120,20 @@ class Registry:
             else:  # production never switched to it: undo
                 shutil.rmtree(directory)
                 done.append(f"undid the interrupted promotion of v{version} (production stayed on v{current})")
+        wanted = self.production_from_events()
+        if current is None and wanted is not None and not self.production.exists():
+            # A fresh clone after `dvc pull`: the link is machine-local (not versioned); the event log says where.
+            self.switch_production(wanted)
+            done.append(f"restored the production link to v{wanted} from the event log")
         return done
+
+    def production_from_events(self) -> Optional[int]:
+        """The version the last promotion or rollback put in production."""
+        version = None
+        for event in self.events():
+            if event["event"] in ("promoted", "rolled_back"):
+                version = event["version"]
+        return version
 
     def stage_version(self, candidate_dir: Path, record: dict, card: str, extra: Optional[dict[str, Path]] = None) -> Path:
         """Copy the candidate into an immutable version directory (written aside, then renamed into place)."""
