@@ -10,12 +10,13 @@ its own lock). Kept free of heavy imports: the CLI names ProjectBusy at start-up
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 LOCK_FILE = ".tuneline/state.lock"
 HOLDER_FILE = ".tuneline/state.lock.json"
@@ -106,11 +107,42 @@ def ensure_limit(name: str) -> None:
                 pass
 
 
+SLOT_FILE = ".tuneline/server-slot.json"  # the lease this clone's running flow holds in the server-wide limit
+LEASE_S = 60  # renewed while the run lives; a holder that dies without releasing blocks other machines this long
+
+
+def release_leftover_lease(root: Path) -> Optional[str]:
+    """A lease recorded by a run of this clone that died (killed, machine lost power) without releasing it.
+
+    Called while holding the project's file lock, which only a live run can hold: the file is then always a dead
+    run's, and its lease is released at once instead of blocking the next run until it expires."""
+    from uuid import UUID
+
+    from prefect.concurrency._sync import release_concurrency_slots_with_lease
+
+    path = Path(root) / SLOT_FILE
+    try:
+        lease = json.loads(path.read_text(encoding="utf-8"))["lease_id"]
+    except (OSError, ValueError, KeyError):
+        return None
+    try:
+        release_concurrency_slots_with_lease(UUID(lease))
+    except Exception:  # expired already, or another server: nothing left to release
+        pass
+    path.unlink(missing_ok=True)
+    return lease
+
+
 @contextmanager
 def server_slot(root: Path, timeout_s: float) -> Iterator[None]:
     """The project's slot in a Prefect global concurrency limit: the lock that also holds across machines (workers
-    on several hosts sharing one server), where a file lock cannot. Re-entrant within a process, like project_lock."""
-    from prefect.concurrency.sync import concurrency
+    on several hosts sharing one server), where a file lock cannot. Re-entrant within a process, like project_lock.
+    Take it only inside project_lock (run_lock does).
+
+    Uses Prefect's lease functions directly (pinned prefect 3.8.8; `concurrency()` hides the lease id), so that a
+    killed run's lease can be released by the next run of the same clone."""
+    from prefect.concurrency._leases import maintain_concurrency_lease
+    from prefect.concurrency._sync import acquire_concurrency_slots_with_lease, release_concurrency_slots_with_lease
     from prefect.settings import PREFECT_API_URL
 
     name = limit_name(root)
@@ -122,20 +154,33 @@ def server_slot(root: Path, timeout_s: float) -> Iterator[None]:
             _held[name] -= 1
         return
     ensure_limit(name)
-    slot = concurrency(name, occupy=1, timeout_seconds=max(timeout_s, 0.5), strict=True)
+    release_leftover_lease(root)
+    # Prefect's acquisition service logs a timeout as an ERROR with a traceback; here it is an expected outcome.
+    quiet = logging.getLogger("prefect._internal.concurrency")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
-        slot.__enter__()
+        acquired = acquire_concurrency_slots_with_lease([name], 1, timeout_seconds=max(timeout_s, 0.5),
+                                                        lease_duration=LEASE_S, strict=True, suppress_warnings=True)
     except TimeoutError:
         raise ProjectBusy(f"the project is busy: another run of it holds the server-wide limit {name!r} on "
                           f"{PREFECT_API_URL.value() or 'the Prefect server'} (a worker on this or another machine); "
                           f"nothing was changed (waited {timeout_s:g} s, monitor.lock_timeout_s): try again when it "
                           "has finished") from None
+    finally:
+        quiet.setLevel(level)
+    slot_file = Path(root) / SLOT_FILE
+    slot_file.write_text(json.dumps({"lease_id": str(acquired.lease_id), "pid": os.getpid()}) + "\n",
+                         encoding="utf-8")
     _held[name] = 1
     try:
-        yield
+        with maintain_concurrency_lease(acquired.lease_id, LEASE_S, raise_on_lease_renewal_failure=False,
+                                        suppress_warnings=True):
+            yield
     finally:
         _held.pop(name, None)
-        slot.__exit__(None, None, None)
+        release_concurrency_slots_with_lease(acquired.lease_id)
+        slot_file.unlink(missing_ok=True)
 
 
 @contextmanager
