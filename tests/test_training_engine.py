@@ -126,17 +126,43 @@ def test_train_stage_runs_as_two_ddp_processes_on_cpu(tmp_path, tiny_model_dir, 
     assert 0 <= results[2]["best_val_macro_f1"] <= 1
 
 
+def test_static_shapes_keep_every_token_and_every_row_once():
+    from tasks.engine.loop import static_shapes
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 61, size=203)  # 203 rows: the last batch of 8 is short
+    ids = [rng.integers(5, 100, size=n) for n in lengths]
+    split = TokenizedSplit(ids, rng.integers(0, 3, size=203), lengths, pad_id=0)
+    shapes = static_shapes(split, TrainConfig(batch_size=8, pad_multiple=16))
+    assert shapes.widths() == [16, 32, 48, 60]  # multiples of 16, capped at the longest row: nothing truncated
+    seen = []
+    for idx in split.batches(8, np.random.default_rng(1)):
+        inputs, targets = shapes.apply(*split.collate(idx, train=True))
+        width = inputs["input_ids"].shape[1]
+        assert inputs["input_ids"].shape == inputs["attention_mask"].shape == (8, width) and width in shapes.widths()
+        for row, i in enumerate(idx):
+            assert inputs["input_ids"][row, :lengths[i]].tolist() == ids[i].tolist()
+            assert inputs["attention_mask"][row].sum() == lengths[i] and targets[row] == split.labels[i]
+        assert (targets[len(idx):] == -100).all()  # filler rows carry no target
+        seen.extend(idx.tolist())
+    assert sorted(seen) == list(range(203))  # every row once per epoch, as without static shapes
+
+
 def test_compiled_training_learns_what_eager_training_learns(tmp_path, tiny_model_dir, processed):  # noqa: F811
     # Dropout off: compiled kernels draw dropout masks from their own generator, so only then can losses be compared.
     cfg = TrainConfig(model=str(tiny_model_dir), epochs=2, learning_rate=3e-3, num_threads=1, batch_size=8,
                       dropout=0.0, early_stopping_patience=2)
     from torch._dynamo.utils import counters
 
+    from tasks.engine.loop import static_shapes
+
     eager = train.run(cfg, processed.output_dir, tmp_path / "eager", tmp_path / "m1", None)
     counters.clear()
-    compiled = train.run(cfg.model_copy(update={"compile": True}), processed.output_dir, tmp_path / "compiled",
-                         tmp_path / "m2", None)
-    assert counters["stats"]["unique_graphs"] >= 1  # the compiled path really ran through dynamo
+    static = cfg.model_copy(update={"compile": True, "pad_multiple": 8})  # widths 8 and 16 (max_length 16)
+    compiled = train.run(static, processed.output_dir, tmp_path / "compiled", tmp_path / "m2", None)
+    widths = static_shapes(TokenizedSplit.read(processed.output_dir / "train.parquet"), static).widths()
+    # Many row lengths, a short last batch, two epochs: still at most one graph per width, no recompiles beyond.
+    assert 1 <= counters["stats"]["unique_graphs"] <= len(widths) == 2, dict(counters["stats"])
     assert [h["train_loss"] for h in compiled.history] == pytest.approx([h["train_loss"] for h in eager.history],
                                                                         rel=1e-3)
     assert [h["val_macro_f1"] for h in compiled.history] == [h["val_macro_f1"] for h in eager.history]

@@ -51,6 +51,54 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: Optional[np.rand
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+SEQUENCE_PAD = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0}  # None: the split's pad id
+
+
+@dataclass(frozen=True)
+class StaticShapes:
+    """Fixed batch shapes for torch.compile and CUDA graphs: each batch's width is padded up to a multiple of
+    `multiple` (capped at `max_width`, the split's longest row), and a short last batch is filled up to `rows` with
+    rows the loss ignores. A compiled model then sees at most max_width / multiple shapes, each compiled once.
+    Nothing is truncated and no real row is added or dropped."""
+    multiple: int
+    rows: int
+    max_width: int
+    pad_id: int = 0
+
+    def widths(self) -> list[int]:
+        return sorted({min(w, self.max_width) for w in range(self.multiple, self.max_width + self.multiple,
+                                                              self.multiple)})
+
+    def width_for(self, width: int) -> int:
+        return min(-(-width // self.multiple) * self.multiple, max(self.max_width, width))
+
+    def apply(self, inputs: dict[str, torch.Tensor], targets: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        n = targets.shape[0]
+        out = {}
+        width = None
+        for key, tensor in inputs.items():
+            if key in SEQUENCE_PAD and tensor.dim() == 2:
+                width = self.width_for(tensor.shape[1])
+                value = self.pad_id if SEQUENCE_PAD[key] is None else SEQUENCE_PAD[key]
+                tensor = torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=value)
+            out[key] = self._fill_rows(key, tensor, n)
+        if targets.dim() == 2 and width is not None:  # one target per token: the padding carries none
+            targets = torch.nn.functional.pad(targets, (0, width - targets.shape[1]), value=IGNORE_INDEX)
+        targets = torch.cat([targets, torch.full((self.rows - n, *targets.shape[1:]), IGNORE_INDEX,
+                                                 dtype=targets.dtype)]) if n < self.rows else targets
+        return out, targets
+
+    def _fill_rows(self, key: str, tensor: torch.Tensor, n: int) -> torch.Tensor:
+        if n >= self.rows:
+            return tensor
+        filler = torch.zeros((self.rows - n, *tensor.shape[1:]), dtype=tensor.dtype)
+        if key == "input_ids":
+            filler.fill_(self.pad_id)
+        if key == "attention_mask":
+            filler[:, 0] = 1  # one visible position: a fully masked row would make attention's softmax undefined
+        return torch.cat([tensor, filler])
+
+
 def pad(rows: Sequence[np.ndarray], value: int) -> np.ndarray:
     width = max(len(r) for r in rows)
     out = np.full((len(rows), width), value, dtype=np.int64)

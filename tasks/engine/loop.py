@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from tasks.config import TrainConfig
 from tasks.engine import checkpoint, distributed
-from tasks.engine.batching import IGNORE_INDEX, Split, pick_device, units
+from tasks.engine.batching import IGNORE_INDEX, Split, StaticShapes, pick_device, units
 from tasks.engine.strategies import build_param_groups, frozen_groups, named_groups, set_frozen, trainable
 
 Validator = Callable[[torch.nn.Module, int, torch.device], dict]
@@ -100,6 +100,20 @@ def batches_per_epoch(split: Split, batch_size: int, world: int) -> int:
     return len(distributed.shard(split.batches(batch_size, np.random.default_rng(0)), 0, world))
 
 
+LOSS_READ_EVERY = 25  # steps between reads of the loss from the device (the progress bar's figure)
+
+
+def static_shapes(split: Split, cfg: TrainConfig) -> Optional[StaticShapes]:
+    """Fixed batch shapes when asked for (train.pad_multiple) or when compiling (multiples of 16), else None: eager
+    training pads each batch to its own longest row, the least work on a CPU."""
+    multiple = cfg.pad_multiple or (16 if cfg.compile else None)
+    if multiple is None:
+        return None
+    lengths = getattr(split, "lengths", None)
+    max_width = int(np.max(lengths)) if lengths is not None and len(lengths) else multiple
+    return StaticShapes(multiple, cfg.batch_size, max_width, getattr(split, "pad_id", 0))
+
+
 def configure_cpu_threads(cfg: TrainConfig, world: int) -> None:
     # Several processes on one CPU share its cores; oversubscription makes every one of them slower.
     torch.set_num_threads(cfg.num_threads or max(1, (os.cpu_count() or 1) // world))
@@ -145,6 +159,20 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
         if writes_checkpoints:
             checkpoint.save(checkpoint_path, model, optimizer, scheduler, loop, best_state)
 
+    shapes = static_shapes(train, cfg)
+    if cfg.compile and shapes is not None:  # one graph per width (and the validator's eager path beside them)
+        from torch import _dynamo
+
+        _dynamo.config.recompile_limit = max(_dynamo.config.recompile_limit, len(shapes.widths()) + 2)
+    # The running loss stays on the device and is read every LOSS_READ_EVERY steps (and at checkpoints and epoch
+    # ends), so a step never waits for the GPU just to print a number.
+    loss_acc = torch.zeros((), dtype=torch.float64, device=device)
+
+    def flush_loss() -> None:
+        nonlocal loss_acc
+        loop.loss_sum += float(loss_acc)
+        loss_acc = torch.zeros((), dtype=torch.float64, device=device)
+
     rng = np.random.default_rng(cfg.seed)
     while not loop.stopped and loop.epoch <= budget:
         epoch = loop.epoch
@@ -154,18 +182,22 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
         set_frozen(optimizer, frozen_groups(cfg.strategy, epoch, group_names, cfg.unfreeze_layers_per_epoch))
         forward = distributed.wrap(model, device)
         if cfg.compile:
-            forward = torch.compile(forward, dynamic=True)
+            forward = torch.compile(forward, dynamic=shapes is None)
         model.train()
         batches = distributed.shard(train.batches(cfg.batch_size, rng), rank, world)
+        seconds_before, samples_before = loop.train_seconds, loop.samples
         t0 = time.perf_counter()
         todo = batches[loop.step_in_epoch:]
         bar = tqdm(todo, total=len(todo), desc=f"train epoch {epoch}/{budget}",
                    unit="batch", **({"disable": True} if rank else {}))  # an explicit False would override TQDM_DISABLE
         for idx in bar:
             inputs, targets = train.collate(idx, train=True)
-            targets = targets.to(device)
+            real_units = units(inputs)
+            if shapes is not None:
+                inputs, targets = shapes.apply(inputs, targets)
+            targets = targets.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = forward(**{k: v.to(device) for k, v in inputs.items()}).logits
+                logits = forward(**{k: v.to(device, non_blocking=True) for k, v in inputs.items()}).logits
             # One loss for every kind: (batch, classes) per row, or (batch, length, classes) per token, where
             # IGNORE_INDEX marks the positions that carry no label.
             loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
@@ -176,22 +208,26 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            loop.loss_sum += loss.item() * len(idx)
+            loss_acc += loss.detach() * len(idx)
             loop.samples += len(idx) * world
-            loop.tokens += units(inputs) * world
+            loop.tokens += real_units * world
             loop.step_in_epoch += 1
             loop.global_step += 1
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if loop.step_in_epoch % LOSS_READ_EVERY == 0 or loop.step_in_epoch == len(batches):
+                bar.set_postfix(loss=f"{loss.item():.3f}")
             if cfg.checkpoint_every_steps and loop.global_step % cfg.checkpoint_every_steps == 0:
+                flush_loss()
                 loop.train_seconds += time.perf_counter() - t0
+                save_checkpoint()  # not training time
                 t0 = time.perf_counter()
-                save_checkpoint()
             if on_step_end:
                 on_step_end(loop.global_step)
+        flush_loss()
         loop.train_seconds += time.perf_counter() - t0
         # Every process scores the whole (small) validation split, so all reach the same early-stopping decision.
         rows = sum(len(b) for b in batches)
-        record = {"epoch": epoch, "train_loss": loop.loss_sum / max(1, rows),
+        epoch_rate = (loop.samples - samples_before) / max(loop.train_seconds - seconds_before, 1e-9)
+        record = {"epoch": epoch, "train_loss": loop.loss_sum / max(1, rows), "epoch_samples_per_s": epoch_rate,
                   **validate(model, 2 * cfg.batch_size, device)}
         loop.history.append({**record, "trainable": trainable(optimizer)})
         if record["val_macro_f1"] > loop.best_f1:
