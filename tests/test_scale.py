@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from tasks.orchestration import serving
-from tests.conftest import (REPO, created_flow_run_id, flow_run_artifacts, free_port, make_project, sh,
+from tests.conftest import (REPO, all_flow_run_artifacts, created_flow_run_id, free_port, make_project, sh,
                             tiny_params, tool_env)
 
 pytestmark = [pytest.mark.scale, pytest.mark.integration]
@@ -179,36 +179,23 @@ def wait_final(env: dict, flow_run_id: str, logs: list[Path], timeout: float = 4
     raise AssertionError(f"flow run {flow_run_id} not finished:\n" + "\n".join(p.read_text()[-3000:] for p in logs))
 
 
-def test_worker_runs_a_deployment_from_a_server_on_postgresql(postgres_prefect, tmp_path, tiny_model_dir):
+def test_workers_run_deployments_from_a_postgresql_server_one_retraining_at_a_time(postgres_prefect, tmp_path,
+                                                                                     tiny_model_dir):
+    """Two clones of one repository (as on two machines: no shared disk lock), deployed to one process work pool
+    with `tuneline deploy`, and two separately started workers. Two retraining runs started at once: one takes the
+    server-wide limit and completes (its artifacts readable through the API, its row in PostgreSQL); the other ends
+    saying the project is busy."""
     env, pg = postgres_prefect
     assert pg.sql("select version();").startswith("PostgreSQL ")
-    project = make_project(tmp_path / "p", tiny_params(tiny_model_dir))
-    deployed = tuneline(project, env, "deploy", "--pool", "team", "--project-dir", str(project))
-    assert "deployed training/team -> work pool 'team'" in deployed.stdout
-    worker = start_worker("team", env, tmp_path / "worker.log")
-    try:
-        run = sh(sys.executable, "-m", "prefect", "deployment", "run", "training/team", cwd=project, env=env)
-        flow_run_id = created_flow_run_id(run.stdout)
-        state = wait_final(env, flow_run_id, [tmp_path / "worker.log"])
-        assert state["type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-4000:]
-    finally:
-        serving.terminate(worker)
-    assert set(flow_run_artifacts(env, flow_run_id)) == {"training-metrics", "promotion-decision"}
-    assert (project / "models/production/config.json").exists()
-    assert int(pg.sql(f"select count(*) from flow_run where id = '{flow_run_id}';")) == 1  # in PostgreSQL
-
-
-def test_two_workers_on_two_clones_retrain_one_at_a_time(postgres_prefect, tmp_path, tiny_model_dir):
-    """Two clones of one repository (as on two machines: no shared disk lock) and a worker each: started at once,
-    one retraining run takes the server-wide limit and the other ends saying the project is busy."""
-    env, _ = postgres_prefect
     origin = git_project(tmp_path / "origin", tiny_params(tiny_model_dir, train={"epochs": 3}))
     clones = []
     for name in ("a", "b"):
         clone = tmp_path / name
         sh("git", "clone", "-q", str(origin), str(clone), cwd=tmp_path)
         clones.append(clone)
-        tuneline(clone, env, "deploy", "--pool", "shared", "--name", f"clone-{name}", "--project-dir", str(clone))
+        deployed = tuneline(clone, env, "deploy", "--pool", "shared", "--name", f"clone-{name}", "--project-dir",
+                            str(clone))
+        assert f"deployed retraining/clone-{name} -> work pool 'shared'" in deployed.stdout
     fast = {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}  # both runs start within seconds of each other
     workers = [start_worker("shared", fast, tmp_path / f"worker-{i}.log") for i in range(2)]
     try:
@@ -225,3 +212,7 @@ def test_two_workers_on_two_clones_retrain_one_at_a_time(postgres_prefect, tmp_p
     versions = [len(json.loads("[" + ",".join((c / "models/registry/events.jsonl").read_text().split("\n")[:-1]) + "]"))
                 if (c / "models/registry/events.jsonl").exists() else 0 for c in clones]
     assert sorted(versions) == [0, 1]  # one new version in all, not two
+    ran = ids[[i for i, s in enumerate(states) if s not in busy][0]]
+    shown = {a["key"] for a in all_flow_run_artifacts(env, ran) if a["key"]}
+    assert {"retraining-plan", "training-metrics", "promotion-decision"} <= shown  # the run and its training subflow
+    assert int(pg.sql(f"select count(*) from flow_run where id = '{ran}';")) == 1  # stored in PostgreSQL
