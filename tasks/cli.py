@@ -430,7 +430,9 @@ def deploy_cmd(pool: str = typer.Option("tuneline", help="a process work pool (c
                name: Optional[str] = typer.Option(None, help="deployment name for all flows (default: the pool's)"),
                source: Optional[str] = typer.Option(None, help="flow code for the workers: this checkout (default) "
                                                                "or a git URL each run clones"),
-               project_dir: Path = typer.Option(Path("."), help="the project's path on the worker machines")):
+               project_dir: Optional[Path] = typer.Option(
+                   None, help="the project's path on the worker machines (default: this clone's path; with a git "
+                              "--source, '.': the clone each run makes)")):
     """Register the flows as deployments for a work pool on the Prefect server in PREFECT_API_URL (a shared server,
     e.g. on PostgreSQL); `tuneline worker` on any machine then runs them."""
     import os
@@ -439,7 +441,8 @@ def deploy_cmd(pool: str = typer.Option("tuneline", help="a process work pool (c
 
     if "PREFECT_API_URL" not in os.environ:
         raise ConfigError("set PREFECT_API_URL to the shared Prefect server (see README, 'Scaling out')")
-    for deployment in deploy_to_pool(str(project_dir.resolve()), pool, name, source):
+    where = str(project_dir.resolve()) if project_dir else ("." if source else str(Path(".").resolve()))
+    for deployment in deploy_to_pool(where, pool, name, source):
         out.print(f"deployed {deployment} -> work pool {pool!r}", highlight=False)
     out.print(f"start a worker: tuneline worker --pool {pool}   run: prefect deployment run "
               f"'training/{name or pool}'", highlight=False)

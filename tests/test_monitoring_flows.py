@@ -70,8 +70,15 @@ def test_monitoring_deployment_takes_a_dropped_batch_and_its_drift_event_trigger
         # No one starts retraining: the drift event does, through the deployment's trigger.
         wait_for(lambda: len(registry_records(project)) == 2, 420, "the triggered retraining to gate v2")
         assert load_params(project / "params.yaml").data.batches == [batch_dir.name]
-        runs = json.loads(sh(sys.executable, "-m", "prefect", "flow-run", "ls", "--flow-name", "retraining",
-                             "--output", "json", cwd=project, env=prefect_env).stdout)
+
+        def retraining_runs() -> list[dict]:
+            return json.loads(sh(sys.executable, "-m", "prefect", "flow-run", "ls", "--flow-name", "retraining",
+                                 "--output", "json", cwd=project, env=prefect_env).stdout)
+
+        # After the gate the run still pushes (when a DVC remote is set) and releases its slot: wait for its end.
+        wait_for(lambda: [r["state_type"] for r in retraining_runs()] not in (["RUNNING"], ["PENDING"]), 120,
+                 "the retraining run to finish")
+        runs = retraining_runs()
         assert [r["state_type"] for r in runs] == ["COMPLETED"]
         assert runs[0]["deployment_id"] is not None  # a run of the retraining/nightly deployment, not an ad-hoc one
         shown = flow_run_artifacts(prefect_env, runs[0]["id"])  # its own plan, and its training subflow's two
