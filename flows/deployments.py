@@ -57,18 +57,12 @@ def code_dir() -> Path:
 
 def ensure_pool(pool: str) -> None:
     """A `process` work pool of that name on the server (workers run each flow run as a local process)."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_work_pool(pool)
-        except ObjectNotFound:
-            try:
-                client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-            except ObjectAlreadyExists:
-                pass
+    from tasks.orchestration.serving import ensure_on_server
+
+    ensure_on_server(lambda c: c.read_work_pool(pool),
+                     lambda c: c.create_work_pool(WorkPoolCreate(name=pool, type="process")))
 
 
 def deploy_to_pool(project_dir: str | Path, pool: str, name: str | None = None, source: str | None = None,

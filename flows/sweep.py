@@ -11,15 +11,14 @@ from prefect.states import Completed
 
 from flows.training import training
 from tasks import sweep
-from tasks.config import SweepConfig, load_params
+from tasks.config import load_params
 from tasks.orchestration.locking import ProjectBusy, run_lock
 from tasks.orchestration.reporting import StageReporter
 
 
 def _run_trials(root: Path, grid: Optional[dict[str, list]]) -> sweep.SweepResult:
-    cfg = load_params(root / "params.yaml").sweep
-    cfg = SweepConfig.model_validate({**cfg.model_dump(), "grid": grid}) if grid else cfg
-    return sweep.run(root, cfg, on_line=StageReporter("sweep").line)
+    # The reporter is made inside the task run, so the trials' DVC output lands in that task run's log.
+    return sweep.run(root, sweep.project_config(root, grid), on_line=StageReporter("sweep").line)
 
 
 run_trials = task(_run_trials, name="sweep-trials")

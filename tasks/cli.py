@@ -14,7 +14,7 @@ from rich.console import Console
 from tasks.monitoring.batches import BatchRejected
 from tasks.config import ConfigError, load_params
 from tasks.orchestration.locking import ProjectBusy
-from tasks.orchestration.pipeline import USER_ERROR_EXIT
+from tasks.orchestration.pipeline import USER_ERROR_EXIT, DvcFailed
 from tasks.registry.store import Registry, RegistryError
 from tasks.files.tables import DataFileError
 from tasks.prepare import PrepareFailed
@@ -41,7 +41,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (ConfigError, DataFileError, ValidationFailed, RegistryError, FileNotFoundError, BatchRejected,
-                ProjectBusy, PrepareFailed, SweepFailed, StorageError) as exc:
+                ProjectBusy, PrepareFailed, SweepFailed, StorageError, DvcFailed) as exc:
             err.print(f"[bold red]tuneline: error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(USER_ERROR_EXIT)
     return wrapper

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tasks.config import ConfigError, SweepConfig, load_params, parse_params
-from tasks.orchestration.pipeline import LineListener, _stream, set_dotted
+from tasks.orchestration.pipeline import LineListener, run_dvc, set_dotted
 
 TRAIN_SUMMARY = "reports/train/metrics.json"
 # Keys a trial may change: ones that leave the validation rows as they are, so trials are compared on the same rows.
@@ -74,13 +73,6 @@ def plan_trials(cfg: SweepConfig) -> list[dict[str, Any]]:
     return combos
 
 
-def dvc(args: list[str], project_dir: Path, on_line: Optional[LineListener] = None) -> str:
-    code, tail, _ = _stream([sys.executable, "-m", "dvc", *args], project_dir, on_line)
-    if code != 0:
-        raise RuntimeError(f"dvc {' '.join(args)} failed (exit {code}):\n{tail}")
-    return tail
-
-
 def set_args(params: dict[str, Any]) -> list[str]:
     return [arg for key, value in params.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
 
@@ -99,21 +91,16 @@ def run_trials(project_dir: str | Path, cfg: SweepConfig, on_line: Optional[Line
             return names, ran, plans[wave_start:]
         for i, plan in enumerate(plans[wave_start:wave_start + cfg.jobs], start=wave_start + 1):
             name = f"{prefix}-{i}"
-            dvc(["exp", "run", "--queue", "train", "--name", name, *set_args(plan)], root, on_line)
+            run_dvc(["exp", "run", "--queue", "train", "--name", name, *set_args(plan)], root, on_line)
             names.append(name)
             ran.append(plan)
-        dvc(["exp", "run", "--run-all", "--jobs", str(cfg.jobs)], root, on_line)
+        run_dvc(["exp", "run", "--run-all", "--jobs", str(cfg.jobs)], root, on_line)
     return names, ran, []
 
 
 def recorded_trials(project_dir: str | Path, names: list[str], plans: list[dict]) -> list[Trial]:
     """Each trial's validation figures as DVC recorded them (`dvc exp show --json`); missing = failed."""
-    import subprocess
-
-    from tasks.orchestration.pipeline import tool_env
-
-    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=project_dir, env=tool_env(),
-                           capture_output=True, text=True, check=True).stdout
+    shown = run_dvc(["exp", "show", "--json"], project_dir, capture=True)
     found = {}
     for baseline in json.loads(shown or "[]"):
         for exp in baseline.get("experiments") or []:
@@ -141,7 +128,7 @@ def choose(trials: list[Trial]) -> Trial:
 def apply_winner(project_dir: str | Path, winner: Trial) -> None:
     """`dvc exp apply`: the winner's params.yaml, dvc.lock and trained model into the workspace (train then counts
     as up to date, and evaluate/reference run on it as in any run)."""
-    dvc(["exp", "apply", winner.name], Path(project_dir))
+    run_dvc(["exp", "apply", winner.name], project_dir)
 
 
 def write_report(result: SweepResult, path: str | Path) -> None:
@@ -162,6 +149,13 @@ def markdown(result: SweepResult) -> str:
                       "| trial | " + " | ".join(keys) + " | val macro-F1 | best epoch | stop |",
                       "|---|" + "---|" * len(keys) + "---|---|---|", *rows, *skipped, "",
                       "Every trial is a DVC experiment: `dvc exp show`, `dvc exp apply NAME`."])
+
+
+def project_config(project_dir: str | Path, grid: Optional[dict[str, list]] = None) -> SweepConfig:
+    """params.yaml's `sweep` section, with `grid` (from the command line or a deployment parameter) replacing its
+    grid when given."""
+    cfg = load_params(Path(project_dir) / "params.yaml").sweep
+    return SweepConfig.model_validate({**cfg.model_dump(), "grid": grid}) if grid else cfg
 
 
 def run(project_dir: str | Path, cfg: SweepConfig, on_line: Optional[LineListener] = None,

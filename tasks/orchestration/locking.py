@@ -93,18 +93,12 @@ def limit_name(root: Path) -> str:
 
 def ensure_limit(name: str) -> None:
     """A global concurrency limit of 1 on the Prefect server (Prefect ignores a slot of a limit that does not exist)."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            try:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            except ObjectAlreadyExists:  # another machine created it meanwhile
-                pass
+    from tasks.orchestration.serving import ensure_on_server
+
+    ensure_on_server(lambda c: c.read_global_concurrency_limit_by_name(name),
+                     lambda c: c.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1)))
 
 
 SLOT_FILE = ".tuneline/server-slot.json"  # the lease this clone's running flow holds in the server-wide limit

@@ -101,11 +101,29 @@ def reproduce_stage(stage: str, project_dir: str | Path = ".", on_line: Optional
     return StageRun(stage, stage in ran, time.perf_counter() - start)
 
 
+class DvcFailed(RuntimeError):
+    """A DVC command exited non-zero; the message carries the command and DVC's own output."""
+
+
+def run_dvc(args: list[str], project_dir: str | Path = ".", on_line: Optional[LineListener] = None,
+            capture: bool = False) -> str:
+    """`dvc ARGS` in the project: streamed live (its lines to `on_line`), or captured (`capture`, e.g. --json
+    output); returns the output's tail (streamed) or all of stdout (captured); raises DvcFailed on a non-zero exit."""
+    cmd = [sys.executable, "-m", "dvc", *args]
+    if capture:
+        proc = subprocess.run(cmd, cwd=project_dir, env=tool_env(), capture_output=True, text=True)
+        code, out, tail = proc.returncode, proc.stdout, (proc.stderr or proc.stdout)[-3000:]
+    else:
+        code, tail, _ = _stream(cmd, Path(project_dir), on_line)
+        out = tail
+    if code != 0:
+        raise DvcFailed(f"dvc {' '.join(args)} failed (exit {code}):\n{tail}")
+    return out
+
+
 def dvc_add(path: str | Path, project_dir: str | Path = ".") -> None:
     """Version a directory the flows changed (the registry) with DVC, so it is restorable like any DVC output."""
-    code, tail, _ = _stream([sys.executable, "-m", "dvc", "add", "--quiet", str(path)], Path(project_dir))
-    if code != 0:
-        raise RuntimeError(f"dvc add {path} failed:\n{tail}")
+    run_dvc(["add", "--quiet", str(path)], project_dir)
 
 
 @contextmanager
@@ -146,9 +164,7 @@ def run_summary(runs: list[StageRun], decision=None) -> dict:
 
 
 def dvc_status(project_dir: str | Path = ".") -> dict:
-    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project_dir, env=tool_env(),
-                         capture_output=True, text=True, check=True).stdout
-    return json.loads(out or "{}")
+    return json.loads(run_dvc(["status", "--json"], project_dir, capture=True) or "{}")
 
 
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:

@@ -140,6 +140,22 @@ def stop(project_dir: Path) -> str:
     return f"stopped {pids}"
 
 
+def ensure_on_server(read: Callable, create: Callable) -> None:
+    """Create a named object on the Prefect server (work pool, concurrency limit) unless it exists; another machine
+    creating it meanwhile is fine. `read(client)` / `create(client)` use the sync client."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            read(client)
+        except ObjectNotFound:
+            try:
+                create(client)
+            except ObjectAlreadyExists:
+                pass
+
+
 class ServerStart:
     """Prefect's temporary server, starting in a thread (or nothing to wait for); `ready()` before the first flow."""
 

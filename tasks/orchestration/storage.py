@@ -11,31 +11,25 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from tasks.orchestration.pipeline import tool_env
+from tasks.orchestration.pipeline import run_dvc, tool_env
 
 
 class StorageError(RuntimeError):
-    """A DVC remote command failed; the message carries DVC's own output."""
-
-
-def dvc(args: list[str], project_dir: str | Path, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project_dir, env=tool_env(), capture_output=True,
-                          text=True)
-    if check and proc.returncode != 0:
-        raise StorageError(f"dvc {' '.join(args)} failed (exit {proc.returncode}):\n{(proc.stderr or proc.stdout)[-3000:]}")
-    return proc
+    """No remote to push to (DVC's own failures raise pipeline.DvcFailed, naming the command)."""
 
 
 def add_remote(project_dir: str | Path, url: str, name: str = "storage", endpoint_url: Optional[str] = None) -> None:
     """`dvc remote add --default NAME URL` (replacing one of that name), plus the endpoint of an S3-compatible
     store that is not AWS (MinIO, Ceph, moto, ...). Credentials come from the usual AWS variables or files."""
-    dvc(["remote", "add", "--force", "--default", name, url], project_dir)
+    run_dvc(["remote", "add", "--force", "--default", name, url], project_dir, capture=True)
     if endpoint_url:
-        dvc(["remote", "modify", name, "endpointurl", endpoint_url], project_dir)
+        run_dvc(["remote", "modify", name, "endpointurl", endpoint_url], project_dir, capture=True)
 
 
 def default_remote(project_dir: str | Path) -> Optional[str]:
-    proc = dvc(["remote", "default"], project_dir, check=False)
+    # `dvc remote default` exits non-zero when none is set: that is an answer here, not a failure.
+    proc = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], cwd=project_dir, env=tool_env(),
+                          capture_output=True, text=True)
     name = proc.stdout.strip()
     return name if proc.returncode == 0 and name and "No default remote" not in name else None
 
@@ -45,7 +39,7 @@ def push(project_dir: str | Path) -> Optional[str]:
     remote = default_remote(project_dir)
     if remote is None:
         return None
-    out = dvc(["push"], project_dir).stdout.strip().splitlines()
+    out = run_dvc(["push"], project_dir, capture=True).strip().splitlines()
     return f"dvc push -> {remote}: {out[-1] if out else 'done'}"
 
 
@@ -55,6 +49,6 @@ def pull(project_dir: str | Path) -> list[str]:
     from tasks.registry.store import Registry
 
     root = Path(project_dir).resolve()
-    out = dvc(["pull"], root).stdout.strip().splitlines()
+    out = run_dvc(["pull"], root, capture=True).strip().splitlines()
     paths = ProjectPaths(root)
     return [f"dvc pull: {out[-1] if out else 'done'}", *Registry(paths.registry, paths.production).repair()]
