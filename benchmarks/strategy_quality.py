@@ -23,6 +23,7 @@ from sklearn.metrics import f1_score
 
 from tasks import train
 from tasks.config import load_params
+from tasks.engine import sizing
 from tasks.train import build_model
 from tasks.predict import Predictor
 
@@ -45,8 +46,11 @@ def hf_trainer(cfg, processed: Path, out: Path) -> None:
     torch.manual_seed(cfg.seed)
     model, tokenizer = build_model(cfg, labels)
     cuda = torch.cuda.is_available()
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=cfg.batch_size,
-                             num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+    # The batch size and rate tuneline's loop would use here (train.batch_size may be auto).
+    sized = sizing.choose(cfg.batch_size, cfg.learning_rate, "cuda" if cuda else "cpu", len(df),
+                          max(map(len, df["input_ids"])))
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=sized.batch_size,
+                             num_train_epochs=cfg.epochs, learning_rate=sized.learning_rate,
                              weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, seed=cfg.seed,
                              bf16=cuda and torch.cuda.is_bf16_supported(), report_to=[], save_strategy="no",
                              logging_strategy="no", disable_tqdm=True, use_cpu=not cuda)

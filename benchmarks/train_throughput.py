@@ -1,9 +1,13 @@
 """HF Trainer vs tuneline's trainer, in one process, on the same texts, model, batch size and learning rate.
 
-usage: python benchmarks/train_throughput.py [--rows 512] [--epochs 1] [--batch-size 32] [--models minilm,bert-base]
-                                             [--compile] [--model-dir DIR] [--csv FILE --text-column text
+usage: python benchmarks/train_throughput.py [--rows 512] [--epochs 1] [--batch-size auto] [--hf-batch-size 64]
+                                             [--models minilm,bert-base] [--compile [--compile-mode MODE]]
+                                             [--model-dir DIR] [--csv FILE --text-column text
                                              --label-column sentiment] [--peak-tflops 989]
-GPU run at a realistic size: --rows 20000 --epochs 3 --batch-size 256 --compile --peak-tflops 989 (H100, bf16).
+GPU run at a realistic size: --rows 20000 --epochs 3 --peak-tflops 989 (H100, bf16), then again with --compile and
+with --compile --compile-mode reduce-overhead (CUDA graphs).
+tuneline runs with train.batch_size (default auto: 32 on CPU, a token budget on CUDA, learning rate scaled by
+sqrt(batch/32)); HF Trainer with --hf-batch-size and --lr as given.
 Prints samples/s, tokens/s, MFU (when --peak-tflops is given) and the ratio; for tuneline also the first epoch
 (warm-up: compilation, allocator, per-shape kernels) apart from the later ones (steady state).
 --model-dir / --csv: a local model directory and a local CSV, for a GPU box where the packaged defaults are not
@@ -88,12 +92,13 @@ def run_hf_trainer(path: str, enc: dict, labels: list[int], bs: int, lr: float, 
     return epochs * len(labels) / (time.perf_counter() - start)
 
 
-def run_tuneline(path: str, enc: dict, labels: list[int], bs: int, lr: float, epochs: int,
-                 compile_: bool) -> tuple[float, list[float]]:
-    """Overall samples/s (training time only) and each epoch's."""
+def run_tuneline(path: str, enc: dict, labels: list[int], bs: int | str, lr: float, epochs: int,
+                 compile_: bool, compile_mode: str) -> tuple[float, list[float], int]:
+    """Overall samples/s (training time only), each epoch's, and the batch size the run used."""
     ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
     cfg = TrainConfig(model=path, epochs=epochs, batch_size=bs, learning_rate=lr, warmup_ratio=0.0,
-                      compile=compile_, early_stopping_patience=epochs + 1, checkpoint_every_steps=None)
+                      compile=compile_, compile_mode=compile_mode, early_stopping_patience=epochs + 1,
+                      checkpoint_every_steps=None)
     names = [str(i) for i in range(max(labels) + 1)]
     model, tokenizer = build_model(cfg, names)
     split = TokenizedSplit(ids, np.asarray(labels, dtype=np.int64), np.array([len(x) for x in ids]),
@@ -102,17 +107,19 @@ def run_tuneline(path: str, enc: dict, labels: list[int], bs: int, lr: float, ep
 
     from tasks.kinds.text import TextKind
 
-    tiny_val = pd.DataFrame({"input_ids": ids[:bs], "label": [names[i] for i in labels[:bs]]})
+    tiny_val = pd.DataFrame({"input_ids": ids[:32], "label": [names[i] for i in labels[:32]]})
     _, result = fit(model, split, TextKind().validator(tiny_val, tokenizer, names), cfg)
     # Training time only, as for the Trainer (its validation is excluded).
-    return result.samples_per_s, [h["epoch_samples_per_s"] for h in result.history]
+    return result.samples_per_s, [h["epoch_samples_per_s"] for h in result.history], result.batch_size
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=lambda v: v if v == "auto" else int(v), default="auto",
+                    help="tuneline's train.batch_size: auto or rows")
+    ap.add_argument("--hf-batch-size", type=int, default=64, help="HF Trainer's per-device batch")
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--models", default="minilm,bert-base")
@@ -121,6 +128,7 @@ def main() -> None:
     ap.add_argument("--text-column", default="text")
     ap.add_argument("--label-column", default="sentiment")
     ap.add_argument("--compile", action="store_true", help="tuneline with train.compile (fixed batch shapes)")
+    ap.add_argument("--compile-mode", default="default", help="train.compile_mode, e.g. reduce-overhead")
     ap.add_argument("--skip-hf", action="store_true", help="tuneline only")
     ap.add_argument("--peak-tflops", type=float, default=None, help="device peak (dense) for MFU; omit on CPU")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -129,9 +137,10 @@ def main() -> None:
 
     texts, labels = texts_and_labels(args.rows, args.csv, args.text_column, args.label_column)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"{len(texts)} rows, batch {args.batch_size}, max length {args.max_length}, {args.epochs} epoch(s), "
-          f"compile {args.compile}, device {device}")
-    print(f"{'model':10s} {'runner':10s} {'samples/s':>10s} {'tokens/s':>10s} {'MFU':>7s}  per epoch (samples/s)")
+    print(f"{len(texts)} rows, max length {args.max_length}, {args.epochs} epoch(s), lr {args.lr:g}, compile "
+          f"{args.compile and args.compile_mode}, device {device}")
+    print(f"{'model':10s} {'runner':10s} {'batch':>5s} {'samples/s':>10s} {'tokens/s':>10s} {'MFU':>7s}  "
+          "per epoch (samples/s)")
     results = []
     work = Path(tempfile.mkdtemp())
     for kind in ([args.model_dir] if args.model_dir else args.models.split(",")):
@@ -139,18 +148,21 @@ def main() -> None:
         enc = AutoTokenizer.from_pretrained(path)(texts, truncation=True, max_length=args.max_length)
         tokens = sum(len(x) for x in enc["input_ids"])
         params = n_params(path)
-        hf_sps = None if args.skip_hf else run_hf_trainer(path, enc, labels, args.batch_size, args.lr, args.epochs)
-        tl_sps, per_epoch = run_tuneline(path, enc, labels, args.batch_size, args.lr, args.epochs, args.compile)
+        hf_sps = None if args.skip_hf else run_hf_trainer(path, enc, labels, args.hf_batch_size, args.lr,
+                                                          args.epochs)
+        tl_sps, per_epoch, tl_batch = run_tuneline(path, enc, labels, args.batch_size, args.lr, args.epochs,
+                                                   args.compile, args.compile_mode)
         name = Path(kind).name[:10]
-        for runner, sps, epochs in (("hf", hf_sps, []), ("tuneline", tl_sps, per_epoch)):
+        for runner, sps, epochs, batch in (("hf", hf_sps, [], args.hf_batch_size),
+                                           ("tuneline", tl_sps, per_epoch, tl_batch)):
             if sps is None:
                 continue
             tps = sps * tokens / len(labels)  # real (unpadded) tokens per second, the same count for both
             mfu = 6 * params * tps / (args.peak_tflops * 1e12) if args.peak_tflops else None
             shown = "n/a" if mfu is None else f"{mfu:.1%}"
-            print(f"{name:10s} {runner:10s} {sps:10.1f} {tps:10.0f} {shown:>7s}  "
+            print(f"{name:10s} {runner:10s} {batch:5d} {sps:10.1f} {tps:10.0f} {shown:>7s}  "
                   + " ".join(f"{e:.1f}" for e in epochs))
-            results.append({"model": kind, "runner": runner, "samples_per_s": sps, "tokens_per_s": tps, "mfu": mfu,
+            results.append({"model": kind, "runner": runner, "batch_size": batch, "samples_per_s": sps, "tokens_per_s": tps, "mfu": mfu,
                             "per_epoch_samples_per_s": epochs})
         if len(per_epoch) > 1:
             steady = sum(per_epoch[1:]) / len(per_epoch[1:])

@@ -114,7 +114,7 @@ def train_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Optio
         tokens = f", {r.tokens_per_s:.0f} tokens/s" if r.tokens_per_s != r.samples_per_s else ""  # images: rows
         out.print(f"train ({cfg.strategy}): best val macro-F1 {r.best_val_macro_f1:.4f} at epoch "
                   f"{r.best_epoch}/{r.epochs_run} ({r.samples_per_s:.1f} samples/s{tokens} "
-                  f"on {r.device} x{r.world_size}){resumed}; model in {r.model_dir}")
+                  f"on {r.device} x{r.world_size}, batch {r.batch_size}){resumed}; model in {r.model_dir}")
         out.print(f"train: {r.stop_summary(cfg.early_stopping_patience)}", highlight=False)
 
 

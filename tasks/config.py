@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -112,8 +112,10 @@ class TrainConfig(_Strict):
     max_epochs: Optional[int] = Field(
         None, ge=1, description="an epoch budget that replaces `epochs`: set it generously and early stopping on "
                                 "validation ends the run; null = train.epochs")
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = Field(
+        "auto", description="rows per step; auto = 32 on CPU, a token budget on CUDA with the learning rate scaled by "
+                            "sqrt(batch/32) (tasks/engine/sizing.py)")
+    learning_rate: float = Field(5e-5, gt=0, description="for a batch of 32 rows when batch_size is auto")
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     early_stopping_patience: int = Field(2, ge=1, description="epochs without val macro-F1 gain before stopping")
@@ -125,6 +127,8 @@ class TrainConfig(_Strict):
     processes: Optional[int] = Field(
         None, ge=1, description="data-parallel processes (torchrun + DDP); null = one per CUDA device, 1 on CPU")
     compile: bool = Field(False, description="torch.compile the model, on fixed batch shapes (see pad_multiple)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile's mode; reduce-overhead replays CUDA graphs (one per batch width)")
     pad_multiple: Optional[int] = Field(
         None, ge=1, description="pad batch widths up to multiples of this and fill the last batch with ignored rows "
                                 "(a few fixed shapes for torch.compile / CUDA graphs); null = 16 with compile, else off")

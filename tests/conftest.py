@@ -149,7 +149,8 @@ def wait_for_deployments(project: Path, env: dict, names: list[str], serve_proc,
         assert serve_proc.poll() is None, log.read_text()
         shown = sh(sys.executable, "-m", "prefect", "deployment", "inspect", pending[0], cwd=project, env=env,
                    check=False)
-        if shown.returncode == 0 and str(project.resolve()) in shown.stdout:
+        # Prefect prints the parameters wrapped to the terminal's width: a long path may be split across lines.
+        if shown.returncode == 0 and str(project.resolve()) in "".join(shown.stdout.split()):
             pending.pop(0)
             continue
         assert time.monotonic() < deadline, f"deployment {pending[0]} not served for {project}:\n{shown.stdout}"

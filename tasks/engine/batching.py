@@ -84,14 +84,14 @@ class StaticShapes:
             out[key] = self._fill_rows(key, tensor, n)
         if targets.dim() == 2 and width is not None:  # one target per token: the padding carries none
             targets = torch.nn.functional.pad(targets, (0, width - targets.shape[1]), value=IGNORE_INDEX)
-        targets = torch.cat([targets, torch.full((self.rows - n, *targets.shape[1:]), IGNORE_INDEX,
-                                                 dtype=targets.dtype)]) if n < self.rows else targets
+        targets = torch.cat([targets, targets.new_full((self.rows - n, *targets.shape[1:]), IGNORE_INDEX)
+                             ]) if n < self.rows else targets
         return out, targets
 
     def _fill_rows(self, key: str, tensor: torch.Tensor, n: int) -> torch.Tensor:
         if n >= self.rows:
             return tensor
-        filler = torch.zeros((self.rows - n, *tensor.shape[1:]), dtype=tensor.dtype)
+        filler = tensor.new_zeros((self.rows - n, *tensor.shape[1:]))  # on the batch's device
         if key == "input_ids":
             filler.fill_(self.pad_id)
         if key == "attention_mask":
@@ -181,10 +181,11 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def units(inputs: dict[str, torch.Tensor]) -> int:
-    """What one batch holds, for throughput: real tokens where there is a mask, else rows (images)."""
-    mask = inputs.get("attention_mask")
-    return int(mask.sum()) if mask is not None else len(next(iter(inputs.values())))
+def units(split: Split, idx: np.ndarray) -> int:
+    """What one batch holds, for throughput: real tokens where the split knows its rows' lengths, else rows (images).
+    Counted on the host: summing the attention mask would make every training step wait for the device."""
+    lengths = getattr(split, "lengths", None)
+    return int(lengths[idx].sum()) if lengths is not None else len(idx)
 
 
 @torch.inference_mode()

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tasks.config import TrainConfig
-from tasks.engine import checkpoint, distributed
+from tasks.engine import checkpoint, distributed, resident, sizing
 from tasks.engine.batching import IGNORE_INDEX, Split, StaticShapes, pick_device, units
 from tasks.engine.strategies import build_param_groups, frozen_groups, named_groups, set_frozen, trainable
 
@@ -42,6 +42,8 @@ class TrainResult:
     world_size: int = 1
     resumed_from_step: int = 0
     trainable_params: int = 0
+    batch_size: int = 0  # what the run used: train.batch_size, or what `auto` chose for the device
+    learning_rate: float = 0.0
     stop_reason: str = ""  # one of STOP_REASONS
     history: list[dict] = field(default_factory=list)
 
@@ -134,6 +136,13 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
     device = distributed.init(pick_device(cfg.device))
     if device.type == "cpu":
         configure_cpu_threads(cfg, world)
+    lengths = getattr(train, "lengths", None)
+    sized = sizing.choose(cfg.batch_size, cfg.learning_rate, device.type, len(train),
+                          int(np.max(lengths)) if lengths is not None and len(lengths) else None, world)
+    if cfg.batch_size == "auto" and device.type != "cpu" and rank == 0:
+        print(f"train: batch size {sized.reason}", flush=True)
+    cfg = cfg.model_copy(update={"batch_size": sized.batch_size, "learning_rate": sized.learning_rate})
+    train = resident.place(train, device)
     model.to(device)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     # Fused AdamW runs on CPU too: one vectorised pass instead of a loop over tensors, which cut
@@ -182,7 +191,7 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
         set_frozen(optimizer, frozen_groups(cfg.strategy, epoch, group_names, cfg.unfreeze_layers_per_epoch))
         forward = distributed.wrap(model, device)
         if cfg.compile:
-            forward = torch.compile(forward, dynamic=shapes is None)
+            forward = torch.compile(forward, dynamic=shapes is None, mode=cfg.compile_mode)
         model.train()
         batches = distributed.shard(train.batches(cfg.batch_size, rng), rank, world)
         seconds_before, samples_before = loop.train_seconds, loop.samples
@@ -192,7 +201,7 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
                    unit="batch", **({"disable": True} if rank else {}))  # an explicit False would override TQDM_DISABLE
         for idx in bar:
             inputs, targets = train.collate(idx, train=True)
-            real_units = units(inputs)
+            real_units = units(train, idx)
             if shapes is not None:
                 inputs, targets = shapes.apply(inputs, targets)
             targets = targets.to(device, non_blocking=True)
@@ -248,5 +257,6 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
         tokens_per_s=loop.tokens / max(loop.train_seconds, 1e-9), device=str(device), world_size=world,
         resumed_from_step=resumed_from, history=loop.history,
         trainable_params=sum(p.numel() for g in optimizer.param_groups for p in g["params"]),
+        batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
     )
     return best_state, result

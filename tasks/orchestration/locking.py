@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -105,6 +106,20 @@ SLOT_FILE = ".tuneline/server-slot.json"  # the lease this clone's running flow 
 LEASE_S = 60  # renewed while the run lives; a holder that dies without releasing blocks other machines this long
 
 
+# A request that times out on the client may still take the slot on the server (for a lease nobody holds), so the
+# first ask gets time for a loaded server to answer; then a slot still free is asked for again, for up to SLOW_SERVER_S.
+ACQUIRE_MIN_S = 5.0
+SLOW_SERVER_S = 30
+
+
+def slot_taken(name: str) -> bool:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(name)
+    return limit.active_slots >= limit.limit
+
+
 def release_leftover_lease(root: Path) -> Optional[str]:
     """A lease recorded by a run of this clone that died (killed, machine lost power) without releasing it.
 
@@ -153,14 +168,24 @@ def server_slot(root: Path, timeout_s: float) -> Iterator[None]:
     quiet = logging.getLogger("prefect._internal.concurrency")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
+    deadline = time.monotonic() + timeout_s + SLOW_SERVER_S
     try:
-        acquired = acquire_concurrency_slots_with_lease([name], 1, timeout_seconds=max(timeout_s, 0.5),
-                                                        lease_duration=LEASE_S, strict=True, suppress_warnings=True)
-    except TimeoutError:
-        raise ProjectBusy(f"the project is busy: another run of it holds the server-wide limit {name!r} on "
-                          f"{PREFECT_API_URL.value() or 'the Prefect server'} (a worker on this or another machine); "
-                          f"nothing was changed (waited {timeout_s:g} s, monitor.lock_timeout_s): try again when it "
-                          "has finished") from None
+        while True:
+            try:
+                acquired = acquire_concurrency_slots_with_lease([name], 1,
+                                                                timeout_seconds=max(timeout_s, ACQUIRE_MIN_S),
+                                                                lease_duration=LEASE_S, strict=True,
+                                                                suppress_warnings=True)
+                break
+            except TimeoutError:
+                # A timeout also comes from a server too busy to answer in time. Only a slot that is really taken
+                # makes the project busy; a free one is asked for again, for at most SLOW_SERVER_S more.
+                if slot_taken(name) or time.monotonic() > deadline:
+                    raise ProjectBusy(
+                        f"the project is busy: another run of it holds the server-wide limit {name!r} on "
+                        f"{PREFECT_API_URL.value() or 'the Prefect server'} (a worker on this or another machine); "
+                        f"nothing was changed (waited {timeout_s:g} s, monitor.lock_timeout_s): try again when it "
+                        "has finished") from None
     finally:
         quiet.setLevel(level)
     slot_file = Path(root) / SLOT_FILE
