@@ -181,6 +181,12 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def longest_row(split: Split) -> Optional[int]:
+    """The split's longest row in tokens, or None for splits without token lengths (images) or without rows."""
+    lengths = getattr(split, "lengths", None)
+    return int(np.max(lengths)) if lengths is not None and len(lengths) else None
+
+
 def units(split: Split, idx: np.ndarray) -> int:
     """What one batch holds, for throughput: real tokens where the split knows its rows' lengths, else rows (images).
     Counted on the host: summing the attention mask would make every training step wait for the device."""

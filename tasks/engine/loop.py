@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from tasks.config import TrainConfig
 from tasks.engine import checkpoint, distributed, resident, sizing
-from tasks.engine.batching import IGNORE_INDEX, Split, StaticShapes, pick_device, units
+from tasks.engine.batching import IGNORE_INDEX, Split, StaticShapes, longest_row, pick_device, units
 from tasks.engine.strategies import build_param_groups, frozen_groups, named_groups, set_frozen, trainable
 
 Validator = Callable[[torch.nn.Module, int, torch.device], dict]
@@ -111,9 +111,7 @@ def static_shapes(split: Split, cfg: TrainConfig) -> Optional[StaticShapes]:
     multiple = cfg.pad_multiple or (16 if cfg.compile else None)
     if multiple is None:
         return None
-    lengths = getattr(split, "lengths", None)
-    max_width = int(np.max(lengths)) if lengths is not None and len(lengths) else multiple
-    return StaticShapes(multiple, cfg.batch_size, max_width, getattr(split, "pad_id", 0))
+    return StaticShapes(multiple, cfg.batch_size, longest_row(split) or multiple, getattr(split, "pad_id", 0))
 
 
 def configure_cpu_threads(cfg: TrainConfig, world: int) -> None:
@@ -136,13 +134,10 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
     device = distributed.init(pick_device(cfg.device))
     if device.type == "cpu":
         configure_cpu_threads(cfg, world)
-    lengths = getattr(train, "lengths", None)
-    sized = sizing.choose(cfg.batch_size, cfg.learning_rate, device.type, len(train),
-                          int(np.max(lengths)) if lengths is not None and len(lengths) else None, world)
+    sized = sizing.choose(cfg.batch_size, cfg.learning_rate, device.type, len(train), longest_row(train), world)
     if cfg.batch_size == "auto" and device.type != "cpu" and rank == 0:
         print(f"train: batch size {sized.reason}", flush=True)
     cfg = cfg.model_copy(update={"batch_size": sized.batch_size, "learning_rate": sized.learning_rate})
-    train = resident.place(train, device)
     model.to(device)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     # Fused AdamW runs on CPU too: one vectorised pass instead of a loop over tensors, which cut
@@ -169,6 +164,7 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
             checkpoint.save(checkpoint_path, model, optimizer, scheduler, loop, best_state)
 
     shapes = static_shapes(train, cfg)
+    train = resident.place(train, device)  # after the batch count above: that draw need not go to the device
     if cfg.compile and shapes is not None:  # one graph per width (and the validator's eager path beside them)
         from torch import _dynamo
 

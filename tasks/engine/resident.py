@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from tasks.engine.batching import IGNORE_INDEX, TaggedSplit, TokenizedSplit, pad
+from tasks.engine.batching import IGNORE_INDEX, TaggedSplit, TokenizedSplit, longest_row, pad
 
 MAX_BYTES = 1 << 30  # a split padded larger than this stays on the host
 
@@ -33,8 +33,14 @@ class ResidentSplit:
     input_ids: torch.Tensor          # (rows, longest row), padded with the pad id, on the device
     row_targets: torch.Tensor        # (rows,) labels, or (rows, longest row) tags padded with IGNORE_INDEX
     device_lengths: torch.Tensor     # (rows,) on the device: the attention mask is built from it
-    lengths: np.ndarray              # (rows,) on the host: batch widths and token counts without asking the device
-    pad_id: int
+
+    @property
+    def lengths(self) -> np.ndarray:  # on the host: batch widths and token counts without asking the device
+        return self.source.lengths
+
+    @property
+    def pad_id(self) -> int:
+        return self.source.pad_id
 
     @classmethod
     def of(cls, split: TokenizedSplit, device: torch.device) -> "ResidentSplit":
@@ -43,8 +49,7 @@ class ResidentSplit:
             targets = torch.from_numpy(pad(split.tag_ids, IGNORE_INDEX)).to(device)
         else:
             targets = torch.from_numpy(np.asarray(split.labels, dtype=np.int64)).to(device)
-        lengths = np.asarray(split.lengths, dtype=np.int64)
-        return cls(split, ids, targets, torch.from_numpy(lengths).to(device), lengths, split.pad_id)
+        return cls(split, ids, targets, torch.from_numpy(np.asarray(split.lengths, dtype=np.int64)).to(device))
 
     def __len__(self) -> int:
         return len(self.source)
@@ -87,6 +92,6 @@ def place(split, device: torch.device):
     small enough; else the split itself (on a CPU the host is where the model runs)."""
     if device.type == "cpu" or not isinstance(split, TokenizedSplit) or not len(split):
         return split
-    if len(split) * int(np.max(split.lengths)) * 8 * 2 > MAX_BYTES:  # ids, plus tags for a tagged split
+    if len(split) * longest_row(split) * 8 * 2 > MAX_BYTES:  # ids, plus tags for a tagged split
         return split
     return ResidentSplit.of(split, device)
