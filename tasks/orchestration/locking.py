@@ -36,13 +36,18 @@ def current_command() -> str:
     return " ".join([name, *sys.argv[1:3]]).strip()
 
 
-def holder(root: Path) -> str:
-    """Who holds the lock, in words; 'another run' when it did not say."""
-    try:
-        info = json.loads((Path(root) / HOLDER_FILE).read_text(encoding="utf-8"))
-        return f"`{info['command']}` (PID {info['pid']}, since {info['since']})"
-    except (OSError, ValueError, KeyError):
-        return "another run"
+def holder(root: Path, wait_s: float = 3.0) -> str:
+    """Who holds the lock, in words; 'another run' when it did not say. Asked only after the lock was refused, so a
+    holder exists: one that took the lock a moment ago may not have written its file yet, so wait a little for it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            info = json.loads((Path(root) / HOLDER_FILE).read_text(encoding="utf-8"))
+            return f"`{info['command']}` (PID {info['pid']}, since {info['since']})"
+        except (OSError, ValueError, KeyError):
+            if time.monotonic() > deadline:
+                return "another run"
+            time.sleep(0.1)
 
 
 @contextmanager
