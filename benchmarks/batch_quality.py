@@ -21,7 +21,7 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from strategy_quality import test_macro_f1  # noqa: E402  (this folder is on sys.path when run as a script)
-from tasks import train  # noqa: E402
+from tasks.stages import train  # noqa: E402
 from tasks.config import load_params  # noqa: E402
 from tasks.engine import sizing  # noqa: E402
 

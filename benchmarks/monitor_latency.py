@@ -46,7 +46,7 @@ def production_project(root: Path, reference, production: Path) -> tuple[Path, s
     from tasks.monitoring import profile
     from tasks.config import TrainConfig
     from tasks.train import build_model
-    from tasks.predict import Predictor
+    from tasks.inference import Predictor
     from tasks.registry.store import Registry
 
     root.mkdir(parents=True, exist_ok=True)
@@ -74,11 +74,11 @@ DECISION = textwrap.dedent("""
     import json, sys, time
     start = time.perf_counter()
     from pathlib import Path
-    from tasks.monitoring import monitor
+    from tasks import intake
     from tasks.config import load_params
     from tasks.paths import ProjectPaths
     paths = ProjectPaths(Path(sys.argv[1]))
-    outcome = monitor.process_file(load_params(paths.params), paths, Path(sys.argv[2]))
+    outcome = intake.process_file(load_params(paths.params), paths, Path(sys.argv[2]))
     print(json.dumps({"seconds": time.perf_counter() - start, "retrain": outcome.decision.retrain,
                       "drift_share": outcome.summary.drift_share, "drifted": outcome.summary.drifted,
                       "live_macro_f1": outcome.summary.live["macro_f1"], "reasons": outcome.decision.reasons}))
@@ -139,7 +139,7 @@ def report_times(rows: int, airline, other) -> dict:
     from tasks.monitoring import profile
     from tasks.config import TrainConfig
     from tasks.train import build_model
-    from tasks.predict import Predictor
+    from tasks.inference import Predictor
 
     torch.manual_seed(0)
     model, tokenizer = build_model(TrainConfig(), LABELS)
@@ -189,7 +189,7 @@ def main() -> None:
         print(f"   {at:6.1f} s  {line}")
     print(f"   end to end (process start to exit): {d['cli_s']:.1f} s = {d['cli_s'] / GOAL_S:.2f}x the {GOAL_S:.0f} s "
           f"goal ({'met' if d['cli_s'] <= GOAL_S else 'NOT met'})")
-    print(f"   beside it, the same work in one warm-started process (monitor.process_file, imports included, no "
+    print(f"   beside it, the same work in one warm-started process (intake.process_file, imports included, no "
           f"Prefect): {d['seconds']:.1f} s; the CLI costs {d['cli_s'] / d['seconds']:.2f}x that")
     print(f"   retrain={d['retrain']}, drift share {d['drift_share']:.2f}, drifted {d['drifted'] or 'none'}, live "
           f"macro-F1 {d['live_macro_f1']:.4f}")

@@ -42,7 +42,7 @@ def main() -> None:
     import torch
     from transformers import pipeline
 
-    from tasks.predict import Predictor
+    from tasks.inference import Predictor
 
     texts, truth = load_rows(args.rows)
     print(f"model {model}, {len(texts)} rows, torch threads {torch.get_num_threads()}, device cpu")

@@ -21,11 +21,11 @@ import pandas as pd
 import torch
 from sklearn.metrics import f1_score
 
-from tasks import train
+from tasks.stages import train
 from tasks.config import load_params
 from tasks.engine import sizing
 from tasks.train import build_model
-from tasks.predict import Predictor
+from tasks.inference import Predictor
 
 
 def test_macro_f1(model_dir: Path, processed: Path, batch_size: int) -> float:

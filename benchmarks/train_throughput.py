@@ -30,10 +30,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: it reads 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tasks.engine.batching import TokenizedSplit
+from tasks.engine.splits import TokenizedSplit
 from tasks.config import TrainConfig
 from tasks.engine.loop import fit
-from tasks.train import build_model
+from tasks.stages.train import build_model
 
 
 def texts_and_labels(n: int, csv: Path | None, text_column: str, label_column: str) -> tuple[list[str], list[int]]:
@@ -54,9 +54,9 @@ def texts_and_labels(n: int, csv: Path | None, text_column: str, label_column: s
 
 def model_dir(kind: str, workdir: Path) -> str:
     """minilm: the packaged MiniLM-L6 weights. bert-base: a BERT-base-sized config (random weights, same tokenizer)."""
-    from tasks.files.assets import resolve_model
+    from tasks.files.assets import minilm_path
 
-    base = resolve_model("default")
+    base = minilm_path()
     if kind == "minilm":
         return base
     from transformers import AutoTokenizer, BertConfig, BertModel
@@ -105,10 +105,11 @@ def run_tuneline(path: str, enc: dict, labels: list[int], bs: int | str, lr: flo
                            tokenizer.pad_token_id or 0)
     import pandas as pd
 
+    from tasks.kinds.base import validator
     from tasks.kinds.text import TextKind
 
     tiny_val = pd.DataFrame({"input_ids": ids[:32], "label": [names[i] for i in labels[:32]]})
-    _, result = fit(model, split, TextKind().validator(tiny_val, tokenizer, names), cfg)
+    _, result = fit(model, split, validator(TextKind(), tiny_val, tokenizer, names), cfg)
     # Training time only, as for the Trainer (its validation is excluded).
     return result.samples_per_s, [h["epoch_samples_per_s"] for h in result.history], result.batch_size
 

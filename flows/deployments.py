@@ -55,16 +55,6 @@ def code_dir() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def ensure_pool(pool: str) -> None:
-    """A `process` work pool of that name on the server (workers run each flow run as a local process)."""
-    from prefect.client.schemas.actions import WorkPoolCreate
-
-    from tasks.orchestration.serving import ensure_on_server
-
-    ensure_on_server(lambda c: c.read_work_pool(pool),
-                     lambda c: c.create_work_pool(WorkPoolCreate(name=pool, type="process")))
-
-
 def deploy_to_pool(project_dir: str | Path, pool: str, name: str | None = None, source: str | None = None,
                    monitor_cron: str = MONITOR_CRON, retrain_cron: str = RETRAIN_CRON) -> list[str]:
     """Register the deployments on the server for a work pool's workers (on any machine that reaches the server).
@@ -73,6 +63,8 @@ def deploy_to_pool(project_dir: str | Path, pool: str, name: str | None = None, 
     project_dir: the project's path on the worker machines. name: one deployment name for all four flows (default:
     the pool's name), so several projects or clones can share a pool.
     """
+    from tasks.orchestration.prefect_objects import ensure_pool
+
     ensure_pool(pool)
     deployed = []
     for flow, entrypoint, default_name, options in specs(str(project_dir), monitor_cron, retrain_cron):

@@ -1,18 +1,16 @@
-"""Prefect flow `sweep`: trials as DVC experiments (tasks/sweep.py), the winner applied, then the `training` flow
-(evaluate, gate, promotion) as a subflow, so the winner is gated like any other candidate."""
+"""Prefect flow `sweep`: trials as DVC experiments (tasks/orchestration/sweep.py), the winner applied, then the
+`training` flow (evaluate, gate, promotion) as a subflow, so the winner is gated like any other candidate."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.states import Completed
 
+from flows.locked import run_locked
 from flows.training import training
-from tasks import sweep
-from tasks.config import load_params
-from tasks.orchestration.locking import ProjectBusy, run_lock
+from tasks.orchestration import sweep
 from tasks.orchestration.reporting import StageReporter
 
 
@@ -31,14 +29,12 @@ def sweep_flow(project_dir: str = ".", grid: Optional[dict[str, list]] = None, p
     choose by validation macro-F1, then evaluate and gate the winner through the `training` flow.
     Holds the project lock: the winner is applied to the workspace."""
     root = Path(project_dir).resolve()
-    try:
-        with run_lock(root, load_params(root / "params.yaml").monitor.lock_timeout_s, "sweep flow"):
-            result = run_trials(root, grid)
-            create_markdown_artifact(key="sweep-trials", markdown=sweep.markdown(result),
-                                     description="Every trial's params and validation macro-F1; the winner")
-            apply_winner(root, result.winner)
-            summary = training(project_dir=str(root), promote_model=promote_model)
-    except ProjectBusy as busy:
-        get_run_logger().warning(str(busy))
-        return Completed(message=str(busy), data={"busy": str(busy)})
-    return {"sweep": result, "training": summary}
+
+    def trials_then_training() -> dict:
+        result = run_trials(root, grid)
+        create_markdown_artifact(key="sweep-trials", markdown=sweep.markdown(result),
+                                 description="Every trial's params and validation macro-F1; the winner")
+        apply_winner(root, result.winner)
+        return {"sweep": result, "training": training(project_dir=str(root), promote_model=promote_model)}
+
+    return run_locked(root, "sweep flow", trials_then_training)

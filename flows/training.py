@@ -1,16 +1,19 @@
-"""Prefect flow `training`: the DVC stages, one Prefect task each, then the metrics as a markdown artifact."""
+"""Prefect flow `training`: the DVC stages, one Prefect task each, then the metrics as a markdown artifact, the gate
+and (with a default DVC remote) a push."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Optional
 
 from prefect import flow, get_run_logger, task
-from prefect.states import Completed
 from prefect.artifacts import create_markdown_artifact
 
+from flows.locked import run_locked
+from tasks import changes, params_file
+from tasks.config import load_params
+from tasks.metrics import metrics_markdown
 from tasks.orchestration import pipeline, reporting, storage
-from tasks.orchestration.locking import ProjectBusy, run_lock
-from tasks.promote import decision_markdown
+from tasks.registry.promotion import decision_markdown
 
 
 def _retry_unless_user_error(task, task_run, state) -> bool:
@@ -23,9 +26,9 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
     return False
 
 
-check_params = task(pipeline.check_params, name="check-params")
-apply_overrides = task(pipeline.apply_overrides, name="apply-overrides")
-promote = task(pipeline.promote_candidate, name="promote")
+check_params = task(load_params, name="check-params")
+apply_overrides = task(params_file.apply_overrides, name="apply-overrides")
+promote = task(changes.promote, name="promote")
 push = task(storage.push, name="dvc-push")  # after the gate only: the remote never sees a half-made promotion
 # The stage's output lines go to the task run's log and its progress bars to a progress artifact (tasks/orchestration/
 # reporting.py), so the UI shows what the stage is doing while it runs.
@@ -35,27 +38,22 @@ run_stage = task(reporting.reproduce_stage_reported, name="dvc-stage", task_run_
 
 @flow(name="training", log_prints=True)
 def training(project_dir: str = ".", overrides: Optional[dict[str, Any]] = None, promote_model: bool = True) -> dict:
-    """Reproduce prepare → validate → preprocess → train → evaluate through DVC, then gate and promote.
+    """Reproduce prepare → validate → preprocess → train → evaluate → reference through DVC, then gate and promote.
 
     overrides: params.yaml keys to change first, e.g. {"train.epochs": 1}; they are written to params.yaml so
     `dvc repro`, `dvc params diff` and dvc.lock all see the same run. Holds the project lock throughout: a second
     run meanwhile ends at once saying who holds it (a normal outcome, so no retries).
     """
     root = Path(project_dir).resolve()
-    try:
-        with run_lock(root, pipeline.lock_timeout(root), "training flow"):
-            return _stages_and_gate(root, overrides, promote_model)
-    except ProjectBusy as busy:  # the run ends Completed with the reason as its state message, not retried
-        get_run_logger().warning(str(busy))
-        return Completed(message=str(busy), data={"busy": str(busy)})
+    return run_locked(root, "training flow", lambda: _stages_and_gate(root, overrides, promote_model))
 
 
 def _stages_and_gate(root: Path, overrides: Optional[dict[str, Any]], promote_model: bool) -> dict:
     if overrides:
         apply_overrides(root / "params.yaml", overrides)
-    check_params(root)
+    check_params(root / "params.yaml")
     runs = [run_stage(stage, root) for stage in pipeline.STAGES]
-    create_markdown_artifact(key="training-metrics", markdown=pipeline.metrics_markdown(root / "reports/metrics.json"),
+    create_markdown_artifact(key="training-metrics", markdown=metrics_markdown(root / "reports/metrics.json"),
                              description="Test metrics of the candidate model and its kind's baseline")
     decision = promote(root) if promote_model else None
     if decision is not None:

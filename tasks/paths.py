@@ -5,46 +5,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+class Under:
+    """A path below the project root, read as an attribute: `paths.registry` is `paths.root / "models/registry"`."""
+
+    def __init__(self, relative: str):
+        self.relative = relative
+
+    def __get__(self, paths: "ProjectPaths | None", owner: type) -> Path:
+        return paths.root / self.relative if paths is not None else Path(self.relative)
+
+
 @dataclass(frozen=True)
 class ProjectPaths:
     root: Path
 
-    @property
-    def params(self) -> Path:
-        return self.root / "params.yaml"
-
-    @property
-    def processed(self) -> Path:
-        return self.root / "data/processed"
-
-    @property
-    def candidate(self) -> Path:
-        return self.root / "models/candidate"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "reports/metrics.json"
-
-    @property
-    def reference(self) -> Path:
-        return self.root / "data/reference/profile.parquet"
-
-    @property
-    def batches(self) -> Path:
-        return self.root / "data/batches"
-
-    @property
-    def incoming(self) -> Path:
-        return self.root / "data/incoming"
-
-    @property
-    def monitoring_reports(self) -> Path:
-        return self.root / "reports/monitoring"
-
-    @property
-    def registry(self) -> Path:
-        return self.root / "models/registry"
-
-    @property
-    def production(self) -> Path:
-        return self.root / "models/production"
+    params = Under("params.yaml")
+    processed = Under("data/processed")
+    candidate = Under("models/candidate")
+    metrics = Under("reports/metrics.json")
+    reference = Under("data/reference/profile.parquet")
+    batches = Under("data/batches")
+    incoming = Under("data/incoming")
+    monitoring_reports = Under("reports/monitoring")
+    registry = Under("models/registry")
+    production = Under("models/production")

@@ -124,7 +124,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def prefect_env(tmp_path_factory):
     """A real Prefect server with its own PREFECT_HOME, stopped by PID afterwards."""
-    from tasks.orchestration import serving
+    from tasks.orchestration import prefect_server as serving
 
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
@@ -232,10 +232,11 @@ def tiny_resnet_dir(tmp_path_factory) -> Path:
 def tiny_image_model(tmp_path_factory, tiny_resnet_dir) -> Path:
     """The tiny ResNet saved as tuneline saves a trained image classifier (new 3-class head, kind marker)."""
     from tasks.engine.modeling import load_model, save_classifier
-    from tasks.kinds import get_kind
+    from tasks.kinds import get_kind, mark_model_kind
 
     kind = get_kind("image-classification")
     out = tmp_path_factory.mktemp("tiny-image-model")
     model = load_model(str(tiny_resnet_dir), ["blue", "green", "red"], auto_class=kind.auto_class)
-    save_classifier(model, kind.load_processor(str(tiny_resnet_dir)), out, str(tiny_resnet_dir), kind=kind.name)
+    save_classifier(model, kind.load_processor(str(tiny_resnet_dir)), out, str(tiny_resnet_dir))
+    mark_model_kind(out, kind)
     return out

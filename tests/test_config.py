@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tasks.config import ConfigError, load_params, parse_params
-from tasks.orchestration.pipeline import apply_overrides
+from tasks.params_file import apply_overrides
 from tests.conftest import REPO, tool_env
 
 

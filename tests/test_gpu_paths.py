@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from tasks import train
+from tasks.stages import train
 from tasks.config import TrainConfig
 from tasks.engine import sizing
-from tasks.engine.batching import TaggedSplit, TokenizedSplit, units
+from tasks.engine.batching import units
+from tasks.engine.splits import TaggedSplit, TokenizedSplit
 from tasks.engine.loop import fit, static_shapes
 from tasks.engine.resident import ResidentSplit, place
 from tests.test_stages import processed  # noqa: F401  (fixture: a tokenized 4-class dataset on the tiny model)

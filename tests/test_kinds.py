@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import validate
+from tasks import checks
+from tasks.stages import validate
 from tasks.config import DataConfig, ValidateConfig
-from tasks.engine.batching import IGNORE_INDEX
+from tasks.engine.splits import IGNORE_INDEX
 from tasks.kinds import get_kind
 from tasks.kinds.token import entities, words_and_offsets
 from tests.conftest import make_images
@@ -74,7 +75,7 @@ def test_bad_token_rows_are_quarantined_with_row_and_rule(tmp_path):
                    "EU B-ORG\nrejects O\nGerman B-MISC\n",       # row 6: duplicate of row 1
                    encoding="utf-8")
     cfg = DataConfig(path=str(src))
-    out = validate.check(TOKEN.read_source(cfg), cfg, LENIENT, str(src), kind=TOKEN)
+    out = checks.check(TOKEN.read_source(cfg), cfg, LENIENT, str(src), kind=TOKEN)
     rules = dict(zip(out.quarantine["row"], out.quarantine["rule"]))
     assert rules == {3: "bio_order", 4: "unknown_tag", 5: "length_mismatch", 6: "duplicate_text"}
     details = dict(zip(out.quarantine["row"], out.quarantine["detail"]))
@@ -90,7 +91,7 @@ def test_token_batch_tags_are_checked_against_the_training_tag_set(tmp_path):
     pd.DataFrame({"tokens": [["a", "b"], ["c", "d"]], "tags": [["B-PER", "O"], ["B-GPE", "O"]]}).to_json(
         src, orient="records", lines=True)
     cfg = DataConfig()
-    out = validate.check(TOKEN.read_file(src, cfg), cfg, LENIENT, str(src), known_labels=["B-PER", "I-PER", "O"],
+    out = checks.check(TOKEN.read_file(src, cfg), cfg, LENIENT, str(src), known_labels=["B-PER", "I-PER", "O"],
                          require_classes=False, kind=TOKEN)
     assert dict(zip(out.quarantine["row"], out.quarantine["rule"])) == {2: "unknown_tag"}
 
@@ -124,14 +125,14 @@ def test_bad_images_are_quarantined_with_path_and_rule(tmp_path):
     def rule_of(outcome) -> dict[str, str]:
         return {p.split("/imgs/")[1]: r for p, r in zip(outcome.quarantine["path"], outcome.quarantine["rule"])}
 
-    converted = validate.check(frame, cfg, LENIENT, str(root), kind=IMAGE)
+    converted = checks.check(frame, cfg, LENIENT, str(root), kind=IMAGE)
     assert rule_of(converted) == {"red/truncated.jpg": "truncated", "blue/one-pixel.png": "tiny_image",
                                   "blue/not-an-image.png": "unreadable", "blue/copy.png": "conflicting_label",
                                   "red/0.png": "conflicting_label"}
     assert converted.report.kind_flags == {"converted_modes": {"RGBA": 1}}
     details = " | ".join(converted.quarantine["detail"])
     assert "1x1 pixels is below validate.min_image_side=32" in details and "truncated" in details
-    strict = validate.check(frame, cfg, LENIENT.model_copy(update={"image_mode_action": "quarantine"}), str(root),
+    strict = checks.check(frame, cfg, LENIENT.model_copy(update={"image_mode_action": "quarantine"}), str(root),
                             kind=IMAGE)
     assert rule_of(strict)["blue/alpha.png"] == "image_mode"
     # Accepted images are decoded to RGB squares; the alpha one lands on white.
@@ -142,7 +143,7 @@ def test_bad_images_are_quarantined_with_path_and_rule(tmp_path):
 
 
 def test_a_bad_image_given_to_predict_is_named(tmp_path, tiny_image_model):
-    from tasks import predict
+    from tasks.stages import predict
     from tasks.files.tables import DataFileError
 
     folder = tmp_path / "in"
@@ -175,7 +176,7 @@ def test_kind_is_a_validated_param():
 
 @pytest.fixture(scope="module")
 def image_processed(tmp_path_factory, tiny_resnet_dir):
-    from tasks import prepare, preprocess
+    from tasks.stages import prepare, preprocess
     from tasks.config import PreprocessConfig
 
     root = tmp_path_factory.mktemp("image-kind")
@@ -191,7 +192,7 @@ def image_processed(tmp_path_factory, tiny_resnet_dir):
 def test_cnn_stages_are_the_layer_groups_for_head_gradual_and_layer_wise_rates(tiny_resnet_dir):
     from tasks.config import TrainConfig
     from tasks.engine.strategies import build_param_groups, frozen_groups, named_groups
-    from tasks.train import build_model
+    from tasks.stages.train import build_model
 
     model, _ = build_model(TrainConfig(model=str(tiny_resnet_dir)), ["a", "b"], IMAGE)
     names = [name for name, _ in named_groups(model)]
@@ -203,7 +204,7 @@ def test_cnn_stages_are_the_layer_groups_for_head_gradual_and_layer_wise_rates(t
 
 def test_a_killed_image_run_resumes_to_the_same_weights_random_crops_included(tmp_path, tiny_resnet_dir,
                                                                                 image_processed):
-    from tasks import train
+    from tasks.stages import train
     from tasks.config import TrainConfig
 
     cfg = TrainConfig(model=str(tiny_resnet_dir), epochs=2, learning_rate=3e-3, num_threads=1, batch_size=8,
@@ -226,7 +227,7 @@ def test_token_lora_adapts_the_encoder_and_trains_the_tag_head(tmp_path, tiny_mo
     import torch
 
     from tasks.config import TrainConfig
-    from tasks.train import build_model
+    from tasks.stages.train import build_model
 
     cfg = TrainConfig(model=str(tiny_model_dir), strategy="lora", lora={"r": 4, "alpha": 8})
     model, _ = build_model(cfg, ["B-PER", "I-PER", "O"], TOKEN)
@@ -240,7 +241,7 @@ def test_image_drift_sees_brightness_and_embeddings_move(tmp_path, tiny_image_mo
     from PIL import Image
 
     from tasks.monitoring import drift
-    from tasks.predict import Predictor
+    from tasks.inference import Predictor
 
     reference = IMAGE.read_file(make_images(tmp_path / "ref", per_class=20), DataConfig())
     dark = tmp_path / "dark"
@@ -260,14 +261,16 @@ def test_image_drift_sees_brightness_and_embeddings_move(tmp_path, tiny_image_mo
 
 
 def test_token_profiles_carry_entities_lengths_and_live_entity_scores(tmp_path, tiny_model_dir):
-    from tasks import train
+    from tasks.stages import train
     from tasks.config import TrainConfig
     from tasks.engine.modeling import save_classifier
-    from tasks.predict import Predictor
+    from tasks.inference import Predictor
+    from tasks.kinds import mark_model_kind
 
     labels = ["B-PER", "I-PER", "O"]
     model, tokenizer = train.build_model(TrainConfig(model=str(tiny_model_dir)), labels, TOKEN)
-    save_classifier(model, tokenizer, tmp_path / "m", str(tiny_model_dir), kind=TOKEN.name)
+    save_classifier(model, tokenizer, tmp_path / "m", str(tiny_model_dir))
+    mark_model_kind(tmp_path / "m", TOKEN)
     rows = pd.DataFrame({"tokens": [["hello", "Anna", "Smith"], ["no", "names", "here", "at", "all"]],
                          "tags": [["O", "B-PER", "I-PER"], ["O"] * 5]})
     profile, live = Predictor(tmp_path / "m").profile_and_live(rows)

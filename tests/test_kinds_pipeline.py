@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.orchestration import serving
+from tasks.orchestration import prefect_server as serving
 from tests.conftest import (created_flow_run_id, dvc, flow_run_artifacts, make_images, make_project, ran_stages, sh,
                             tiny_params, tree_digest, wait_for_deployments)
 

@@ -7,6 +7,7 @@ import pytest
 
 from tasks.monitoring import drift
 from tasks.monitoring import monitor
+from tasks.monitoring.decision import decide
 from tasks.monitoring import profile
 from tasks.monitoring.batches import BatchRejected, BatchStore
 from tasks.config import DataConfig, MonitorConfig, ValidateConfig
@@ -32,8 +33,8 @@ def minilm_predictor(tmp_path_factory):
     import torch
 
     from tasks.config import TrainConfig
-    from tasks.train import build_model
-    from tasks.predict import Predictor
+    from tasks.stages.train import build_model
+    from tasks.inference import Predictor
 
     torch.manual_seed(0)
     model, tokenizer = build_model(TrainConfig(), LABELS)
@@ -51,12 +52,12 @@ def test_same_topic_batch_shows_no_drift_and_other_topics_drift_in_text_and_pred
 
     same = drift.check(reference, build(tweets["same"]))
     assert "text" not in same.drifted and same.drift_share < cfg.drift_share, same.columns
-    assert not monitor.decide(same, cfg, production_f1=None, pending_labelled_rows=300).retrain
+    assert not decide(same, cfg, production_f1=None, pending_labelled_rows=300).retrain
 
     other = drift.check(reference, build(tweets["other"]))
     assert {"text", "predicted_label", "model_embeddings", "label"} <= set(other.drifted), other.columns
     assert other.drift_share >= cfg.drift_share
-    decision = monitor.decide(other, cfg, production_f1=None, pending_labelled_rows=300)
+    decision = decide(other, cfg, production_f1=None, pending_labelled_rows=300)
     assert decision.retrain and "drift share" in decision.reasons[0]
     assert other.live is not None and 0 <= other.live["macro_f1"] <= 1
 
@@ -69,13 +70,13 @@ def summary_with(drifted: int, total: int = 9, live_f1: float | None = None) -> 
 
 def test_decision_policy_names_its_figures_and_needs_labelled_data():
     cfg = MonitorConfig(drift_share=0.5, max_f1_drop=0.05, min_new_labelled_rows=1000)
-    quiet = monitor.decide(summary_with(2), cfg, 0.80, pending_labelled_rows=100)
+    quiet = decide(summary_with(2), cfg, 0.80, pending_labelled_rows=100)
     assert not quiet.retrain and quiet.reasons == ["drift share 0.22 < monitor.drift_share 0.5 (drifted: c0, c1)"]
-    assert monitor.decide(summary_with(5), cfg, 0.80, 100).retrain
-    dropped = monitor.decide(summary_with(0, live_f1=0.70), cfg, 0.80, 100)
+    assert decide(summary_with(5), cfg, 0.80, 100).retrain
+    dropped = decide(summary_with(0, live_f1=0.70), cfg, 0.80, 100)
     assert dropped.retrain and "drop +0.1000 >= monitor.max_f1_drop 0.05" in dropped.reasons[1]
-    assert monitor.decide(summary_with(0), cfg, 0.80, pending_labelled_rows=1000).retrain
-    unlabelled = monitor.decide(summary_with(9), cfg, 0.80, pending_labelled_rows=0)
+    assert decide(summary_with(0), cfg, 0.80, pending_labelled_rows=1000).retrain
+    unlabelled = decide(summary_with(9), cfg, 0.80, pending_labelled_rows=0)
     assert not unlabelled.retrain and "label new data" in unlabelled.reasons[-1]
 
 
@@ -128,7 +129,7 @@ def test_a_batch_without_the_configured_label_column_is_stored_unlabelled_and_sa
 
 
 def test_a_pool_batch_of_another_task_kind_is_left_out_and_named(tmp_path):
-    from tasks import prepare
+    from tasks.stages import prepare
 
     store = BatchStore(tmp_path / "batches")
     src = tmp_path / "b.csv"

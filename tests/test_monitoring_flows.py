@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks.orchestration import serving
+from tasks.orchestration import prefect_server as serving
 from tasks.config import load_params
 from tests.conftest import (created_flow_run_id, flow_run_artifacts, make_project, sh, tiny_params, tree_digest,
                             wait_for_deployments)

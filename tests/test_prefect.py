@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tasks.orchestration import serving
+from tasks.orchestration import prefect_server as serving
 from tasks.config import load_params
 from tests.conftest import (all_flow_run_artifacts, created_flow_run_id, dvc, flow_run_artifacts, make_project,
                             ran_stages, sh, task_run_logs, tiny_params, wait_for_deployments)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks import evaluate, predict, prepare, preprocess, promote, train, validate
+from tasks.registry import promotion as promote
+from tasks.stages import evaluate, predict, prepare, preprocess, train, validate
 from tasks.config import EvaluateConfig, Params, PreprocessConfig, TrainConfig, ValidateConfig
 from tasks.registry.store import Registry, RegistryError
 from tasks.files.tables import DataFileError
@@ -64,25 +65,25 @@ def test_evaluate_reports_calibration_confusion_and_slices(project):
 
 
 def test_gate_promotes_better_rejects_worse_and_rollback_restores_exact_files(project, tmp_path):
-    reg = Registry(tmp_path / "registry", tmp_path / "production")
+    reg = Registry.of_project(tmp_path)
     first = promote_run(project, "bad", reg)
     assert first.promoted and first.version == 1 and reg.production_version() == 1
     assert "no production model yet" in first.reasons[0]
-    v1_files = tree_digest(tmp_path / "production")
+    v1_files = tree_digest(reg.production)
 
     better = promote_run(project, "good", reg)
     assert better.promoted and better.version == 2 and reg.production_version() == 2
     assert reg.records()[-1]["parent"] == 1
-    v2_files = tree_digest(tmp_path / "production")
+    v2_files = tree_digest(reg.production)
 
     worse = promote_run(project, "bad", reg)
     assert not worse.promoted and reg.production_version() == 2
     assert any("< min_delta" in r for r in worse.reasons) and any("F1 drops" in r for r in worse.reasons)
-    assert tree_digest(tmp_path / "production") == v2_files  # byte-identical after the rejection
+    assert tree_digest(reg.production) == v2_files  # byte-identical after the rejection
     assert [(r["version"], r["decision"]["promoted"]) for r in reg.records()] == [(1, True), (2, True), (3, False)]
 
     reg.rollback(1)
-    assert reg.production_version() == 1 and tree_digest(tmp_path / "production") == v1_files
+    assert reg.production_version() == 1 and tree_digest(reg.production) == v1_files
     assert reg.events()[-1] == {**reg.events()[-1], "event": "rolled_back", "version": 1, "from_version": 2}
     with pytest.raises(RegistryError, match=r"version 3 cannot be restored; promoted versions: \[1, 2\]"):
         reg.rollback(3)
@@ -91,9 +92,9 @@ def test_gate_promotes_better_rejects_worse_and_rollback_restores_exact_files(pr
 def test_first_candidate_that_loses_to_the_baseline_is_rejected(project, tmp_path):
     root = project[0]
     baseline = json.loads((root / "metrics-bad.json").read_text())["baseline_tfidf_logreg"]["macro_f1"]
-    reg = Registry(tmp_path / "registry", tmp_path / "production")
+    reg = Registry.of_project(tmp_path)
     first = promote_run(project, "bad", reg, min_over_baseline=0.0)
-    assert not first.promoted and reg.production_version() is None and not (tmp_path / "production").exists()
+    assert not first.promoted and reg.production_version() is None and not (reg.production).exists()
     assert "the first candidate is not promoted" in first.reasons[0]
     assert f"loses to the baseline (TF-IDF + logistic regression) {baseline:.4f}" in first.reasons[1]
     assert "tuneline sweep" in first.reasons[1]
@@ -106,7 +107,7 @@ def test_first_candidate_that_loses_to_the_baseline_is_rejected(project, tmp_pat
 
 
 def test_promoting_the_same_model_again_is_a_no_op(project, tmp_path):
-    reg = Registry(tmp_path / "registry", tmp_path / "production")
+    reg = Registry.of_project(tmp_path)
     promote_run(project, "good", reg)
     events = reg.events_file.read_bytes()
     again = promote_run(project, "good", reg)
@@ -116,27 +117,27 @@ def test_promoting_the_same_model_again_is_a_no_op(project, tmp_path):
 
 
 def test_registry_record_has_lineage_and_card(project, tmp_path):
-    reg = Registry(tmp_path / "registry", tmp_path / "production")
+    reg = Registry.of_project(tmp_path)
     promote_run(project, "good", reg)
     record = json.loads((reg.version_dir(1) / "record.json").read_text())
     assert {"version", "created", "parent", "data", "code", "params", "metrics", "decision"} <= set(record)
     assert record["params"]["train"]["learning_rate"] == project[1].train.learning_rate
-    card = (tmp_path / "production" / "README.md").read_text()
+    card = (reg.production / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
     assert front["pipeline_tag"] == "text-classification" and "## Intended use" in card
 
 
 def test_interrupted_promotion_leaves_production_on_the_old_version(project, tmp_path):
     root, params, processed, candidates = project
-    reg = Registry(tmp_path / "registry", tmp_path / "production")
+    reg = Registry.of_project(tmp_path)
     promote_run(project, "bad", reg)
-    before = tree_digest(tmp_path / "production")
+    before = tree_digest(reg.production)
     # A crash mid-copy leaves a temp dir; a crash after the copy leaves a staged version nobody points at.
     (reg.versions_dir / ".v0002.tmp-999").mkdir()
     (reg.versions_dir / ".v0002.tmp-999" / "config.json").write_text("{half")
     record = {"version": 2, "decision": {"promoted": True}}
     reg.stage_version(candidates["good"], record, card="card")  # ... and the process dies before switching
-    assert reg.production_version() == 1 and tree_digest(tmp_path / "production") == before
+    assert reg.production_version() == 1 and tree_digest(reg.production) == before
     assert [r["version"] for r in reg.records()] == [1]
 
 
@@ -179,11 +180,10 @@ def test_predict_missing_column_and_empty_files(project, tmp_path):
 
 
 def test_cli_models_and_rollback(project, tmp_path):
-    reg_dir, prod = tmp_path / "registry", tmp_path / "production"
-    reg = Registry(reg_dir, prod)
+    reg = Registry.of_project(tmp_path)
     promote_run(project, "bad", reg)
     promote_run(project, "good", reg)
-    args = ["--registry", str(reg_dir), "--production", str(prod)]
+    args = ["--project-dir", str(tmp_path)]
     listed = subprocess.run([sys.executable, "-m", "tasks.cli", "models", *args], env=tool_env(COLUMNS="250"),
                             capture_output=True, text=True)
     assert listed.returncode == 0 and "v1" in listed.stdout and "production" in listed.stdout
@@ -196,7 +196,7 @@ def test_cli_models_and_rollback(project, tmp_path):
 
 
 def test_gating_a_rejected_candidate_again_against_the_same_production_is_a_no_op(project, tmp_path):
-    reg = Registry(tmp_path / "registry", tmp_path / "production")
+    reg = Registry.of_project(tmp_path)
     promote_run(project, "good", reg)
     assert not promote_run(project, "bad", reg).promoted  # v2 rejected
     events = reg.events_file.read_bytes()
@@ -208,7 +208,7 @@ def test_gating_a_rejected_candidate_again_against_the_same_production_is_a_no_o
 PROMOTE_IN_A_SUBPROCESS = """
 import sys
 from pathlib import Path
-from tasks import promote
+from tasks.registry import promotion as promote
 from tasks.config import Params
 from tasks.registry.store import Registry
 params = Params.model_validate_json(Path(sys.argv[1]).read_text())
@@ -223,7 +223,7 @@ def test_a_promotion_killed_at_any_step_is_finished_or_undone(project, tmp_path,
     from tasks.engine.modeling import load_classifier
 
     root, params, processed, candidates = project
-    reg = Registry(tmp_path / "registry", tmp_path / "production")
+    reg = Registry.of_project(tmp_path)
     promote_run(project, "bad", reg)  # v1 in production
     (tmp_path / "params.json").write_text(params.model_dump_json(by_alias=True))
     killed = subprocess.run([sys.executable, "-c", PROMOTE_IN_A_SUBPROCESS, str(tmp_path / "params.json"),
@@ -232,8 +232,7 @@ def test_a_promotion_killed_at_any_step_is_finished_or_undone(project, tmp_path,
                             env=tool_env(TUNELINE_FAILPOINT=point), capture_output=True, text=True, cwd=tmp_path)
     assert killed.returncode == -9, killed.stderr  # SIGKILL at that step: no cleanup ran
 
-    listed = subprocess.run([sys.executable, "-m", "tasks.cli", "models", "--registry", str(reg.root),
-                             "--production", str(reg.production)], env=tool_env(COLUMNS="250"), capture_output=True,
+    listed = subprocess.run([sys.executable, "-m", "tasks.cli", "models", "--project-dir", str(tmp_path)], env=tool_env(COLUMNS="250"), capture_output=True,
                             text=True, cwd=tmp_path)
     assert listed.returncode == 0 and "repaired: " in listed.stdout, listed.stdout + listed.stderr
     assert reg.production_version() == production_after

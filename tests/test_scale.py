@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.orchestration import serving
+from tasks.orchestration import prefect_server as serving
 from tests.conftest import (REPO, all_flow_run_artifacts, created_flow_run_id, free_port, make_project, sh,
                             tiny_params, tool_env)
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tasks import evaluate, prepare, preprocess, train, validate
+from tasks.stages import evaluate, prepare, preprocess, train, validate
 from tasks.config import Params
 
 pytestmark = pytest.mark.smoke
@@ -31,9 +31,9 @@ def test_packaged_minilm_fine_tunes_and_loads_with_plain_transformers(tmp_path):
 
     # Fine-tuning moved the packaged encoder's weights (quality at real budgets is `make run`'s job).
     from safetensors.torch import load_file
-    from tasks.files.assets import resolve_model
+    from tasks.kinds import resolve_model
 
-    base = load_file(f"{resolve_model('default')}/model.safetensors")
+    base = load_file(f"{resolve_model('default', 'text-classification')}/model.safetensors")
     tuned = load_file(str(tmp_path / "model" / "model.safetensors"))
     key = "encoder.layer.5.attention.self.query.weight"
     base_key = key if key in base else f"bert.{key}"
@@ -46,7 +46,7 @@ def test_packaged_minilm_fine_tunes_and_loads_with_plain_transformers(tmp_path):
     # The reference profile for drift monitoring: the fine-tuned model's predictions and its own embeddings.
     from tasks.monitoring import profile
 
-    from tasks import reference
+    from tasks.stages import reference
 
     ref = reference.run(processed.output_dir, tmp_path / "model", tmp_path / "ref.parquet", rows=100, seed=0)
     assert len(ref) == 100 and len(profile.embedding_columns(ref)) == 384  # MiniLM's hidden size

@@ -6,7 +6,8 @@ import json
 import pandas as pd
 import pytest
 
-from tasks import prepare, preprocess, train, validate
+from tasks import checks
+from tasks.stages import prepare, preprocess, train, validate
 from tasks.config import DataConfig, PreprocessConfig, TrainConfig, ValidateConfig
 from tasks.kinds.text import TextKind
 from tasks.files.tables import DataFileError
@@ -63,7 +64,7 @@ def test_validate_names_missing_column_and_file(tmp_path, missing, key):
     src = tmp_path / "reviews.csv"
     user_frame().drop(columns=[missing]).to_csv(src, index=False)
     raw = prepare.run(user_cfg(src), tmp_path / "raw.parquet").output
-    with pytest.raises(validate.ValidationFailed) as exc:
+    with pytest.raises(checks.ValidationFailed) as exc:
         validate.run(user_cfg(src), ValidateConfig(), raw, tmp_path / "ok.parquet", tmp_path / "q.csv",
                      tmp_path / "rep.json", str(src))
     msg = str(exc.value)

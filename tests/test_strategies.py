@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tasks import train
+from tasks.stages import train
 from tasks.engine.modeling import load_model
 from tasks.config import TrainConfig, parse_params
 from tasks.engine.strategies import build_param_groups, frozen_groups, named_groups

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
 import yaml
 
-from tasks import sweep
+from tasks.orchestration import sweep
 from tasks.config import ConfigError, SweepConfig, parse_params
 from tests.conftest import dvc, make_project, sh, tiny_params
 

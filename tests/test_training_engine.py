@@ -11,11 +11,11 @@ import pytest
 import torch
 import yaml
 
-from tasks import train
-from tasks.engine.batching import TokenizedSplit
+from tasks.stages import train
+from tasks.engine.splits import TokenizedSplit
 from tasks.config import TrainConfig
 from tasks.engine.modeling import load_classifier, save_classifier
-from tasks.predict import Predictor
+from tasks.inference import Predictor
 from tests.conftest import sh
 from tests.test_stages import processed  # noqa: F401  (fixture: a tokenized 4-class dataset on the tiny model)
 
@@ -24,12 +24,13 @@ def splits(processed_dir, tokenizer):
     """The engine's training split and the text kind's validator, as the train stage builds them."""
     import pandas as pd
 
+    from tasks.kinds.base import validator
     from tasks.kinds.text import TextKind
 
     labels = json.loads((processed_dir / "labels.json").read_text())
     val = pd.read_parquet(processed_dir / "val.parquet")
     return (TokenizedSplit.read(processed_dir / "train.parquet", tokenizer.pad_token_id),
-            TextKind().validator(val, tokenizer, labels), labels)
+            validator(TextKind(), val, tokenizer, labels), labels)
 
 
 @pytest.mark.parametrize("save", ["merged", "adapter"])

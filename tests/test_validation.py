@@ -6,7 +6,8 @@ import json
 import pandas as pd
 import pytest
 
-from tasks import prepare, preprocess, validate
+from tasks import checks
+from tasks.stages import prepare, preprocess, validate
 from tasks.kinds.text import TextKind
 from tasks.kinds.text_augment import augment
 from tasks.config import DataConfig, PreprocessConfig, ValidateConfig
@@ -30,7 +31,7 @@ def test_each_row_rule_quarantines_with_row_and_rule():
              "good flight", "bad seat", "bad seat ", "caf\ufffd latte", "Ã© mojibake", "fine", "awful food"]
     labels = ["pos", "neg", "", "pos", "pos", "pos", "pos", "neg", "pos", "neg", "neg", "spam", "neg"]
     cfg = LENIENT.model_copy(update=dict(labels=["pos", "neg"], min_chars=4, encoding_action="quarantine"))
-    out = validate.check(frame(texts, labels), DataConfig(), cfg, "f.csv")
+    out = checks.check(frame(texts, labels), DataConfig(), cfg, "f.csv")
     assert quarantined(out) == {2: "blank_text", 3: "blank_label", 12: "unknown_label", 4: "too_short",
                                 10: "encoding", 11: "encoding", 8: "conflicting_label", 9: "conflicting_label",
                                 7: "duplicate_text", 6: "near_duplicate"}
@@ -43,14 +44,14 @@ def test_each_row_rule_quarantines_with_row_and_rule():
 
 
 def test_encoding_problems_are_counted_but_kept_by_default():
-    out = validate.check(frame(["caf\ufffd latte", "naÃ¯ve", "fine text", "\x93quoted\x94"], ["a", "b", "a", "b"]),
+    out = checks.check(frame(["caf\ufffd latte", "naÃ¯ve", "fine text", "\x93quoted\x94"], ["a", "b", "a", "b"]),
                          DataConfig(), LENIENT, "f.csv")
     assert out.report.encoding_flags == {"undecodable": 1, "mojibake": 2}
     assert len(out.accepted) == 4
 
 
 def test_batch_labels_are_checked_against_the_training_label_set():
-    out = validate.check(frame(["a b", "c d", "e f"], ["pos", "neg", "angry"]), DataConfig(), LENIENT, "batch.csv",
+    out = checks.check(frame(["a b", "c d", "e f"], ["pos", "neg", "angry"]), DataConfig(), LENIENT, "batch.csv",
                          known_labels=["neg", "neu", "pos"])
     assert quarantined(out) == {3: "unknown_label"}
 
@@ -72,7 +73,7 @@ def test_batch_labels_are_checked_against_the_training_label_set():
 def test_dataset_level_rules_have_specific_messages(tmp_path, df, cfg, message):
     raw = tmp_path / "raw.parquet"
     df.to_parquet(raw)
-    with pytest.raises(validate.ValidationFailed, match=message):
+    with pytest.raises(checks.ValidationFailed, match=message):
         validate.run(DataConfig(), cfg, raw, tmp_path / "ok.parquet", tmp_path / "q.csv", tmp_path / "r.json", "f.csv")
     assert not any((tmp_path / f).exists() for f in ("ok.parquet", "q.csv", "r.json"))
 
@@ -89,7 +90,7 @@ def test_valid_oddities_are_accepted(tmp_path):
                    f'4,{long_text},neg,d\n', encoding="utf-8")
     cfg = DataConfig(path=str(src), label_column="label", include_pattern=None)
     raw = prepare.run(cfg, tmp_path / "raw.parquet").output
-    out = validate.check(pd.read_parquet(raw), cfg, LENIENT, str(src))
+    out = checks.check(pd.read_parquet(raw), cfg, LENIENT, str(src))
     assert out.accepted["text"].tolist() == ["Hello, world", 'two\nline "quoted" text', "flight was great 😀✈️",
                                              long_text.strip()]
     assert {"id", "extra"} <= set(out.accepted.columns) and out.report.rows_quarantined == 0
@@ -133,7 +134,7 @@ def test_jsonl_error_names_the_line(tmp_path):
 
 def test_embedded_corpus_passes_with_duplicates_reported():
     cfg = DataConfig(embedded_topic_pattern=None)
-    out = validate.check(TextKind().read_source(cfg), cfg, ValidateConfig(), TextKind().source_label(cfg))
+    out = checks.check(TextKind().read_source(cfg), cfg, ValidateConfig(), TextKind().source_label(cfg))
     r = out.report
     assert r.rows_in == 38158
     rules = r.quarantined_by_rule

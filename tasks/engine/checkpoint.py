@@ -18,6 +18,8 @@ from typing import Any, Iterable, Optional
 import numpy as np
 import torch
 
+from tasks.files.digest import update_with_file
+
 CHECKPOINT_FILE = "last.pt"
 # Params that change speed or bookkeeping, not the trained weights.
 NOT_IN_FINGERPRINT = {"num_threads", "checkpoint_every_steps", "device", "processes", "compile"}
@@ -46,7 +48,7 @@ def fingerprint(train_cfg: dict[str, Any], files: Iterable[Path]) -> str:
     kept = {k: v for k, v in train_cfg.items() if k not in NOT_IN_FINGERPRINT}
     digest.update(json.dumps(kept, sort_keys=True, default=str).encode())
     for path in files:
-        digest.update(Path(path).read_bytes())
+        update_with_file(digest, Path(path))
     return digest.hexdigest()[:16]
 
 

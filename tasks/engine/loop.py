@@ -3,7 +3,7 @@
 Strategies (full, head, gradual, lora) and layer-wise rates come from strategies.py; resumable checkpoints from
 checkpoint.py; DDP from distributed.py. Early stopping on validation macro-F1 keeps the best epoch's weights.
 The loop knows nothing of the task kind: the split collates model inputs and targets, the validator scores.
-Imports only torch/numpy/tqdm at module level so it runs on a bare GPU box (see DESIGN.md).
+Imports only torch/numpy/tqdm at module level so it runs on a bare GPU box (ARCHITECTURE.md, "The engine").
 """
 from __future__ import annotations
 
@@ -21,7 +21,10 @@ from tqdm.auto import tqdm
 
 from tasks.config import TrainConfig
 from tasks.engine import checkpoint, distributed, resident, sizing
-from tasks.engine.batching import IGNORE_INDEX, Split, StaticShapes, longest_row, pick_device, units
+from tasks.engine.stopping import describe_stop, stop_reason
+from tasks.engine.batching import StaticShapes, longest_row, units
+from tasks.engine.device import pick_device
+from tasks.engine.splits import IGNORE_INDEX, Split
 from tasks.engine.strategies import build_param_groups, frozen_groups, named_groups, set_frozen, trainable
 
 Validator = Callable[[torch.nn.Module, int, torch.device], dict]
@@ -51,47 +54,27 @@ class TrainResult:
         return describe_stop(self.stop_reason, self.epochs_run, self.best_epoch, patience)
 
 
-def describe_stop(reason: str, epochs_run: int, best_epoch: int, patience: int) -> str:
-    """Why a run ended, in words: the question a user asks before trusting (or re-running) a budget."""
-    if reason == "early_stopped":
-        return (f"stopped early after epoch {epochs_run}: no validation gain for {patience} epochs "
-                f"(best epoch {best_epoch})")
-    if reason == "still_improving":
-        return (f"validation macro-F1 was still improving at the last epoch of the budget ({epochs_run}): "
-                "more epochs may help (raise train.max_epochs)")
-    return f"used the whole budget of {epochs_run} epochs; validation peaked at epoch {best_epoch}"
-
-
-STOP_REASONS = ("early_stopped", "budget", "still_improving")
-
-
-def stop_reason(stopped: bool, best_epoch: int, epochs_run: int) -> str:
-    if stopped:
-        return "early_stopped"
-    return "still_improving" if best_epoch == epochs_run else "budget"
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def lr_lambda(kind: str, warmup: int, total: int):
+def lr_lambda(schedule: str, warmup: int, total: int):
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / max(1, warmup)
         progress = (step - warmup) / max(1, total - warmup)
-        if kind == "linear":
+        if schedule == "linear":
             return max(0.0, 1.0 - progress)
-        if kind == "cosine":
+        if schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
         return 1.0
     return f
 
 
-def class_weight_tensor(kind: str, labels: np.ndarray, n_classes: int) -> Optional[torch.Tensor]:
-    if kind == "none":
+def class_weight_tensor(weighting: str, labels: np.ndarray, n_classes: int) -> Optional[torch.Tensor]:
+    if weighting == "none":
         return None
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     weights = len(labels) / (n_classes * np.maximum(counts, 1))

@@ -16,7 +16,6 @@ import torch
 
 ADAPTER_CONFIG = "adapter_config.json"
 LORA_META = "tuneline_lora.json"  # where the adapter's base model lives, for loading without the hub
-KIND_FILE = "tuneline.json"  # which task kind a saved model was trained for
 SEQUENCE = "AutoModelForSequenceClassification"
 
 
@@ -65,8 +64,7 @@ def is_peft(model) -> bool:
     return hasattr(model, "peft_config")
 
 
-def save_classifier(model, processor, out: str | Path, base_model: str, merge_lora: bool = True,
-                    kind: str = "text-classification") -> None:
+def save_classifier(model, processor, out: str | Path, base_model: str, merge_lora: bool = True) -> None:
     """HF format. A LoRA model is merged into plain weights, or saved as an adapter beside the classifier config."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +77,6 @@ def save_classifier(model, processor, out: str | Path, base_model: str, merge_lo
     else:
         model.save_pretrained(out)
     processor.save_pretrained(out)  # tokenizer or image processor: what transformers.pipeline loads beside the model
-    (out / KIND_FILE).write_text(json.dumps({"kind": kind}) + "\n", encoding="utf-8")
 
 
 def load_classifier(model_dir: str | Path, auto_class: str = SEQUENCE):

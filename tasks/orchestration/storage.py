@@ -1,8 +1,8 @@
 """Shared artifact storage: a DVC remote (S3-compatible or a directory) for data, models and the registry.
 
-DVC does the work (`dvc remote add`, `dvc push`, `dvc pull`); this module only configures it, pushes after a
-promotion when a default remote is set, and restores the production link on a fresh clone from the registry's event
-log (the link itself is machine-local and not versioned).
+DVC does the work (`dvc remote add`, `dvc push`, `dvc pull`); this module only configures it and pushes after a
+gate decision when a default remote is set. On a fresh clone, tasks/changes.py:pull restores the production link from
+the registry's event log (the link itself is machine-local and not versioned).
 """
 from __future__ import annotations
 
@@ -43,12 +43,7 @@ def push(project_dir: str | Path) -> Optional[str]:
     return f"dvc push -> {remote}: {out[-1] if out else 'done'}"
 
 
-def pull(project_dir: str | Path) -> list[str]:
-    """`dvc pull` from the default remote, then the production link from the registry's event log."""
-    from tasks.paths import ProjectPaths
-    from tasks.registry.store import Registry
-
-    root = Path(project_dir).resolve()
-    out = run_dvc(["pull"], root, capture=True).strip().splitlines()
-    paths = ProjectPaths(root)
-    return [f"dvc pull: {out[-1] if out else 'done'}", *Registry(paths.registry, paths.production).repair()]
+def pull(project_dir: str | Path) -> str:
+    """`dvc pull` from the default remote (tasks/changes.py:pull then restores the production link)."""
+    out = run_dvc(["pull"], Path(project_dir).resolve(), capture=True).strip().splitlines()
+    return f"dvc pull: {out[-1] if out else 'done'}"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import yaml
 
+from tasks.metrics import Baseline
+
 
 def _table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -10,12 +12,7 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-BASELINES = {"baseline_tfidf_logreg": "TF-IDF + logistic regression",
-             "baseline_word_tag_dictionary": "word -> most frequent tag (dictionary)",
-             "baseline_frozen_features_logreg": "logistic regression on frozen pre-trained features"}
-
-
-def model_card(record: dict, baseline_name: str = "baseline_tfidf_logreg", baseline: dict | None = None) -> str:
+def model_card(record: dict, baseline: Baseline | None = None) -> str:
     params, metrics = record["params"], record["metrics"]
     kind = record.get("kind", "text-classification")
     front = {"library_name": "transformers", "pipeline_tag": kind,
@@ -27,8 +24,9 @@ def model_card(record: dict, baseline_name: str = "baseline_tfidf_logreg", basel
     headline = [["this model", f"{metrics['accuracy']:.4f}", f"{metrics['macro_f1']:.4f}",
                  f"{metrics['weighted_f1']:.4f}"]]
     if baseline:
-        headline.append([BASELINES.get(baseline_name, baseline_name), f"{baseline['accuracy']:.4f}",
-                         f"{baseline['macro_f1']:.4f}", f"{baseline['weighted_f1']:.4f}"])
+        scores = baseline.scores
+        headline.append([baseline.description, f"{scores['accuracy']:.4f}", f"{scores['macro_f1']:.4f}",
+                         f"{scores['weighted_f1']:.4f}"])
     train = params["train"]
     return "\n".join([
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",

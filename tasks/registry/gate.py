@@ -2,7 +2,7 @@
 candidate too), the primary metric improves on production by min_delta, no class's F1 drops too far, and on each
 named test set (the old test rows; the newest batch's holdout) the metric drops by no more than max_set_drop.
 
-Both score dicts must come from the same test rows (see tasks/promote.py).
+Both score dicts must come from the same test rows (see promotion.py).
 """
 from __future__ import annotations
 

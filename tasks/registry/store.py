@@ -24,11 +24,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from tasks.files.digest import files_sha256
+
 VERSION_PREFIX = "v"
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+REFERENCE_FILE = "reference_profile.parquet"  # in each version: what monitoring compares new batches with
 
 
 class RegistryError(ValueError):
     pass
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """sha256 over the weight files (names and bytes, in name order): the same model retrained bit-for-bit (or not
+    retrained) has the same print, and a changed byte changes it."""
+    files = [p for pattern in WEIGHT_PATTERNS for p in sorted(Path(model_dir).glob(pattern))]
+    return files_sha256(files, with_names=True)
 
 
 def version_name(version: int) -> str:
@@ -52,6 +63,13 @@ def failpoint(name: str) -> None:
 class Registry:
     root: Path
     production: Path
+
+    @classmethod
+    def of_project(cls, project_dir: str | Path) -> "Registry":
+        from tasks.paths import ProjectPaths
+
+        paths = ProjectPaths(Path(project_dir).resolve())
+        return cls(paths.registry, paths.production)
 
     @property
     def versions_dir(self) -> Path:
@@ -77,6 +95,11 @@ class Registry:
                 raise RegistryError(f"{self.production} is not a registry link; move it away to use the registry")
             return None
         return int(Path(os.readlink(self.production)).name.removeprefix(VERSION_PREFIX))
+
+    def production_labels(self) -> list[str]:
+        """The production model's label set, in its output order (config.json's id2label)."""
+        config = json.loads((self.production / "config.json").read_text(encoding="utf-8"))
+        return [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
 
     def next_version(self) -> int:
         return max((r["version"] for r in self.records()), default=0) + 1

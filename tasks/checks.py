@@ -1,20 +1,18 @@
-"""Stage `validate`: the data-quality gate between raw data and training (also used for incoming batches).
+"""The data-quality gate's rules engine: what stage `validate` runs on the training data and ingest runs on a batch.
 
-Row-level rules send a row to quarantine (with its row number, rule and detail) and the rest continue.
-Dataset-level rules raise ValidationFailed before anything is written, so downstream stages never run and earlier
-outputs stay as they were. Every threshold is a `validate.*` param.
+Row-level rules (each kind's, in `Kind.row_rules`) send a row to quarantine with its row number, rule and detail,
+and the rest continue. Dataset-level rules raise ValidationFailed; `check` writes nothing, so its callers write only
+after every rule passed. Every threshold is a `validate.*` param.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Iterable, Optional
 
 import pandas as pd
 
 from tasks.config import DataConfig, ValidateConfig
-from tasks.files.tables import csv_text, write_parquet, write_text
 from tasks.kinds import get_kind
 from tasks.kinds.base import ROW, Kind
 
@@ -152,12 +150,3 @@ def _check_classes(kind: Kind, labels: pd.Series, data_cfg: DataConfig, cfg: Val
     shares = counts / counts.sum()
     report.class_balance = {"min_share": float(shares.min()), "max_share": float(shares.max()),
                             "imbalance_ratio": float(counts.max() / counts.min())}
-
-
-def run(data_cfg: DataConfig, cfg: ValidateConfig, raw: str | Path, output: str | Path, quarantine: str | Path,
-        report_path: str | Path, source: str, kind: Kind | str = "text-classification") -> ValidationReport:
-    outcome = check(pd.read_parquet(raw), data_cfg, cfg, source, kind=kind)  # raises before any output is written
-    write_parquet(outcome.accepted, output)
-    write_text(csv_text(outcome.quarantine), quarantine)
-    write_text(outcome.report.to_json(), report_path)
-    return outcome.report

@@ -1,10 +1,11 @@
-"""Compare the candidate with production on the same test rows, then promote (atomically) or reject, recording why.
+"""Promotion: compare the candidate with production on the same test rows, then promote (atomically) or reject,
+recording why, with lineage and a model card; and the decision as markdown for the Prefect UI.
 
-Not a DVC stage: it changes production state, so the flows (and `tuneline promote`) call it after `evaluate`.
+Not a DVC stage: it changes production state, so it runs through `tasks/changes.py:promote` (the flows and
+`tuneline promote`), after `evaluate`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,16 +15,14 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import Params
-from tasks.evaluate import baseline_of, scores_by_origin
-from tasks.files.assets import resolve_model
-from tasks.kinds import get_kind
-from tasks.kinds.base import SOURCE_ORIGIN, Kind
-from tasks.predict import Predictor
+from tasks.inference import Predictor
+from tasks.kinds import get_kind, resolve_model
+from tasks.kinds.base import SOURCE_ORIGIN, Kind, raw_rows, read_split
+from tasks.metrics import baseline_of, scores_by_origin
 from tasks.registry import gate, lineage
-from tasks.registry.card import BASELINES, model_card
-from tasks.registry.store import Registry, now
+from tasks.registry.card import model_card
+from tasks.registry.store import REFERENCE_FILE, Registry, now, weights_sha256
 
-REFERENCE_FILE = "reference_profile.parquet"  # monitoring compares new batches with the production model's profile
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "weighted_f1", "per_class", "expected_calibration_error")
 
@@ -42,7 +41,7 @@ class PromotionResult:
 
 def predictions_of(model_dir: Path, kind: Kind, test: pd.DataFrame, max_length: int, batch_size: int) -> np.ndarray:
     """A saved model's predictions as label names, encoded with its own processor (labels are matched by name)."""
-    return Predictor(model_dir, max_length, batch_size).predict(kind.raw(test), desc="score production").rows
+    return Predictor(model_dir, max_length, batch_size).predict(raw_rows(kind, test), desc="score production").rows
 
 
 def test_sets(candidate: dict, production: dict, pool: list[str]) -> dict[str, tuple[dict, dict]]:
@@ -52,15 +51,6 @@ def test_sets(candidate: dict, production: dict, pool: list[str]) -> dict[str, t
     named = {SOURCE_ORIGIN: "old test rows", pool[-1]: f"holdout of batch {pool[-1]}"}
     return {label: (candidate[origin], production[origin]) for origin, label in named.items()
             if origin in candidate and origin in production}
-
-
-def weights_fingerprint(model_dir: Path) -> str:
-    """sha256 over the weight files: the same model retrained bit-for-bit (or not retrained) has the same print."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(model_dir).glob("*.safetensors")) + sorted(Path(model_dir).glob("*.bin")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def summary(metrics: Optional[dict]) -> Optional[dict]:
@@ -75,7 +65,7 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
     evaluation = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
     candidate = evaluation["model"]  # evaluate scored it on exactly these test rows
     parent = registry.production_version()
-    fingerprint = weights_fingerprint(Path(candidate_dir))
+    fingerprint = weights_sha256(Path(candidate_dir))
     # A rerun with nothing changed must not mint a new version: the candidate is production already, or it was
     # rejected against this same production (gating it again could only repeat the verdict).
     seen = next((r for r in registry.records() if r.get("weights_sha256") == fingerprint and
@@ -91,16 +81,15 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
                             if r["version"] == parent), kind.name)
     comparable = parent is not None and production_kind == kind.name
     if comparable:
-        test = kind.read_split(processed / "test.parquet")
+        test = read_split(processed / "test.parquet")
         y_pred = predictions_of(registry.production, kind, test, params.preprocess.max_length,
                                 params.evaluate.batch_size)
         y_true = kind.truth(test)
         production = kind.scores(y_true, y_pred, labels)
         sets = test_sets(evaluation.get("by_origin", {}), scores_by_origin(kind, test, y_true, y_pred, labels),
                          params.data.batches)
-    baseline_name, baseline_scores = baseline_of(evaluation)
-    decision = gate.decide(candidate, production, params.promote, sets,
-                           (BASELINES.get(baseline_name, baseline_name), baseline_scores))
+    baseline = baseline_of(evaluation)
+    decision = gate.decide(candidate, production, params.promote, sets, (baseline.description, baseline.scores))
     if parent is not None and not comparable:  # the project's task changed: nothing to compare the candidate with
         verdict = "is promoted" if decision.promote else "is not promoted"
         decision.reasons[0] = (f"production v{parent} is a {production_kind} model and this candidate is "
@@ -109,7 +98,7 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
     record = {
         "version": registry.next_version(), "created": now(), "parent": parent, "weights_sha256": fingerprint,
         "kind": kind.name, "base_model": params.train.model if params.train.model != "default" else
-        f"{kind.default_model_name} (packaged: {Path(resolve_model('default', kind.name)).name})",
+        f"{kind.default_model_description()} (packaged: {Path(resolve_model('default', kind)).name})",
         "data_source": kind.source_label(params.data), "data": lineage.data_hashes(project_dir),
         "code": lineage.code_commit(project_dir), "params": params.model_dump(by_alias=True),
         "metrics": {**summary(candidate), "n_test": evaluation["n_test"]},
@@ -117,11 +106,11 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
         "decision": {"promoted": decision.promote, "reasons": decision.reasons, "metric": params.promote.metric,
                      "min_delta": params.promote.min_delta, "max_class_drop": params.promote.max_class_drop,
                      "min_over_baseline": params.promote.min_over_baseline},
-        "baseline": {"name": baseline_name, "metrics": summary(baseline_scores)},
+        "baseline": {"name": baseline.name, "description": baseline.description, "metrics": summary(baseline.scores)},
     }
     if decision.promote:
         extra = {REFERENCE_FILE: reference_profile} if reference_profile and reference_profile.exists() else None
-        registry.promote(Path(candidate_dir), record, model_card(record, baseline_name, baseline_scores), extra)
+        registry.promote(Path(candidate_dir), record, model_card(record, baseline), extra)
     else:
         registry.reject(record)
     return PromotionResult(record["version"], decision.promote, decision.reasons, registry.production_version(),

@@ -18,9 +18,10 @@ import pandas as pd
 
 from tasks.config import EvaluateConfig
 from tasks.files.tables import write_text
+from tasks.inference import Predictor
 from tasks.kinds import get_kind
-from tasks.kinds.base import ORIGIN, Kind
-from tasks.predict import Predictor
+from tasks.kinds.base import Kind, read_split
+from tasks.metrics import scores_by_origin
 
 
 def reliability(correct: np.ndarray, conf: np.ndarray, n_bins: int) -> tuple[float, list[dict]]:
@@ -36,15 +37,6 @@ def reliability(correct: np.ndarray, conf: np.ndarray, n_bins: int) -> tuple[flo
             points.append({"confidence": float(conf[mask].mean()), "accuracy": float(correct[mask].mean()),
                            "rows": int(mask.sum())})
     return float(ece), points
-
-
-def scores_by_origin(kind: Kind, test: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray,
-                     labels: list[str]) -> dict:
-    """The old test rows ("source") and each pooled batch's holdout, scored apart: the gate checks each."""
-    if ORIGIN not in test.columns:
-        return {}
-    return {str(origin): {**kind.scores(y_true[idx], y_pred[idx], labels), "rows": len(idx)}
-            for origin, idx in test.groupby(ORIGIN, sort=True).indices.items()}
 
 
 def slice_scores(kind: Kind, test: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str],
@@ -65,11 +57,11 @@ def run(cfg: EvaluateConfig, processed_dir: str | Path, model_dir: str | Path, m
     kind = get_kind(kind)
     processed = Path(processed_dir)
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
-    test = kind.read_split(processed / "test.parquet")
+    test = read_split(processed / "test.parquet")
     predicted = Predictor(model_dir, batch_size=cfg.batch_size).predict(test, desc="evaluate")
     y_true, y_pred = kind.truth(test), predicted.rows
 
-    train = kind.read_split(processed / "train.parquet")
+    train = read_split(processed / "train.parquet")
     base_pred = kind.baseline(train, test, labels, cfg, seed, base_model)
 
     # Calibration and the confusion matrix read the kind's units: rows, or words for token classification.
@@ -78,7 +70,8 @@ def run(cfg: EvaluateConfig, processed_dir: str | Path, model_dir: str | Path, m
     ece, curve = reliability(unit_true == unit_pred, predicted.unit_probs.max(axis=1), cfg.calibration_bins)
     metrics = {"n_test": len(test), "n_train": len(train),
                "model": {**kind.scores(y_true, y_pred, labels), "expected_calibration_error": ece},
-               kind.baseline_name: kind.scores(y_true, base_pred, labels), "baseline_name": kind.baseline_name}
+               kind.baseline_name: kind.scores(y_true, base_pred, labels), "baseline_name": kind.baseline_name,
+               "baseline_description": kind.baseline_description}
     metrics["macro_f1_gain_over_baseline"] = metrics["model"]["macro_f1"] - metrics[kind.baseline_name]["macro_f1"]
     from sklearn.metrics import confusion_matrix
 
@@ -92,12 +85,6 @@ def run(cfg: EvaluateConfig, processed_dir: str | Path, model_dir: str | Path, m
     if plots_dir is not None:
         write_plots(plots_dir, list(unit_true), list(unit_pred), curve)
     return metrics
-
-
-def baseline_of(metrics: dict) -> tuple[str, dict]:
-    """The baseline's name and scores in an evaluate report (reports written before kinds: TF-IDF)."""
-    name = metrics.get("baseline_name", "baseline_tfidf_logreg")
-    return name, metrics[name]
 
 
 def write_plots(plots_dir: str | Path, actual: list[str], predicted: list[str], curve: list[dict]) -> None:

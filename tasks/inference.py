@@ -1,30 +1,21 @@
-"""Batch prediction with a saved model of any task kind, and the loaded-model object the other stages share.
+"""Inference with a saved model of any task kind: the loaded-model object that stage `predict`, evaluate, the gate,
+the reference profile, drift monitoring and the model server share.
 
-The model directory says which kind made it (tuneline.json); the kind reads the input (texts, word lists, image
-paths), predicts in batches under inference mode, and names the output columns (label and per-class probabilities;
-entities with character spans; label and probabilities per image). Rows come back in input order. Text truncation
-follows the tokenizer's model_max_length, as `transformers.pipeline(..., truncation=True)` does.
+The model directory says which kind made it (tuneline.json); the kind encodes the rows (texts, word lists, images),
+predicts in batches under inference mode and names the labels. Text truncation follows the tokenizer's
+model_max_length, as `transformers.pipeline(..., truncation=True)` does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 
-from tasks.engine.batching import pick_device
-from tasks.files.tables import SUFFIX_FORMATS, DataFileError, csv_text, write_parquet, write_text
+from tasks.engine.device import pick_device
 from tasks.kinds import kind_of_model
-from tasks.kinds.base import Predicted
-
-
-@dataclass(frozen=True)
-class PredictResult:
-    rows: int
-    output: Path
-    labels: list[str]
+from tasks.kinds.base import Predicted, is_labelled
 
 
 class Predictor:
@@ -67,35 +58,6 @@ class Predictor:
         frame = frame.reset_index(drop=True)
         predicted = self.predict(frame, embeddings=True, desc=desc)
         live = None
-        if self.kind.is_labelled(frame):
+        if is_labelled(self.kind, frame):
             live = self.kind.scores(self.kind.truth(frame), predicted.rows, self.labels)
         return self.kind.profile(predicted, frame, self.labels, self.processor), live
-
-
-def write_output(df: pd.DataFrame, path: Path) -> None:
-    fmt = SUFFIX_FORMATS.get(path.suffix.lower())
-    if fmt == "parquet":
-        write_parquet(df, path)
-    elif fmt == "jsonl":
-        write_text(df.to_json(orient="records", lines=True, force_ascii=False), path)
-    elif fmt == "csv":
-        write_text(csv_text(df), path)
-    else:
-        raise DataFileError(f"{path}: unknown output format {path.suffix!r}; use .csv, .parquet or .jsonl")
-
-
-def run(input_path: str | Path, output_path: str | Path, model_dir: str | Path, column: Optional[str] = None,
-        batch_size: int = 64, max_length: Optional[int] = None, int8: bool = False) -> PredictResult:
-    input_path, output_path = Path(input_path), Path(output_path)
-    if not Path(model_dir).exists():
-        raise FileNotFoundError(f"{model_dir}: no model here (train and promote one first: tuneline run)")
-    kind = kind_of_model(model_dir)
-    df = kind.read_predict_input(input_path, column)
-    predictor = Predictor(model_dir, max_length, batch_size, int8=int8)
-    predicted = predictor.predict(df)
-    out = df.copy()
-    for name, values in kind.prediction_columns(predicted, predictor.labels, df).items():
-        out[name] = values
-    write_output(out.drop(columns=df.attrs.get("internal", [])).rename(columns=df.attrs.get("restore", {})),
-                 output_path)
-    return PredictResult(rows=len(out), output=output_path, labels=predictor.labels)

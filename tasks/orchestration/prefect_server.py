@@ -1,4 +1,6 @@
-"""Start/stop a local Prefect server and the deployment-serving process; helpers for `tuneline run`.
+"""The Prefect server's process life: `tuneline serve` (a server on this machine plus the deployment-serving process),
+`tuneline stop`, and, for the CLI's flow commands, the server a run reports to (a running one, or Prefect's
+temporary one booted in a thread).
 
 Nothing here imports prefect at module level: PREFECT_API_URL must be settled before prefect reads its settings.
 """
@@ -15,9 +17,6 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Optional
 
-import yaml
-
-from tasks.config import ConfigError
 
 DEFAULT_PORT = 4200
 STATE_DIR = ".tuneline"  # git-ignored: PIDs and logs of what `tuneline serve --detach` started
@@ -140,22 +139,6 @@ def stop(project_dir: Path) -> str:
     return f"stopped {pids}"
 
 
-def ensure_on_server(read: Callable, create: Callable) -> None:
-    """Create a named object on the Prefect server (work pool, concurrency limit) unless it exists; another machine
-    creating it meanwhile is fine. `read(client)` / `create(client)` use the sync client."""
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            read(client)
-        except ObjectNotFound:
-            try:
-                create(client)
-            except ObjectAlreadyExists:
-                pass
-
-
 class ServerStart:
     """Prefect's temporary server, starting in a thread (or nothing to wait for); `ready()` before the first flow."""
 
@@ -196,78 +179,3 @@ def use_running_server(port: int = DEFAULT_PORT) -> ServerStart:
     start.thread = threading.Thread(target=boot, name="prefect-temporary-server", daemon=True)
     start.thread.start()
     return start
-
-
-def parse_value(text: str):
-    """YAML's reading of a command-line value, except that 1e-4 is a number (YAML 1.1 wants 1.0e-4)."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
-
-
-def parse_overrides(items: list[str]) -> dict:
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not of the form section.key=value")
-        overrides[key.strip()] = parse_value(value)
-    return overrides
-
-
-def parse_grid(items: list[str]) -> dict[str, list]:
-    """`--grid train.learning_rate=1e-4,3e-4` -> {"train.learning_rate": [0.0001, 0.0003]}."""
-    grid = {}
-    for item in items:
-        key, sep, values = item.partition("=")
-        if not sep or not key or not values:
-            raise ConfigError(f"--grid {item!r} is not of the form section.key=value1,value2")
-        grid[key.strip()] = [parse_value(v) for v in values.split(",")]
-    return grid
-
-
-def training_stop(project_dir: Path) -> list[str]:
-    """The training summary's stop reason (reports/train/metrics.json), as one line."""
-    from tasks.config import load_params
-    from tasks.engine.loop import describe_stop
-
-    path = project_dir / "reports/train/metrics.json"
-    train = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    if "stop_reason" not in train:
-        return []
-    patience = load_params(project_dir / "params.yaml").train.early_stopping_patience
-    return [f"training: {describe_stop(train['stop_reason'], int(train['epochs_run']), int(train['best_epoch']), patience)}"]
-
-
-def outputs_summary(project_dir: Path, result: dict) -> str:
-    metrics = json.loads((project_dir / "reports/metrics.json").read_text(encoding="utf-8"))
-    from tasks.evaluate import baseline_of
-    from tasks.registry.card import BASELINES
-
-    base_name, base_scores = baseline_of(metrics)
-    model, base = metrics["model"]["macro_f1"], base_scores["macro_f1"]
-    verdict = "beats" if model > base else "does NOT beat"
-    root = project_dir.resolve()
-    decision = []
-    if "version" in result:
-        outcome = "PROMOTED" if result["promoted"] else "REJECTED"
-        production = "none" if result["production_version"] is None else f"v{result['production_version']}"
-        headline = (f"decision: unchanged; production is {production}" if result.get("unchanged")
-                    else f"decision: candidate v{result['version']} {outcome}; production is {production}")
-        decision = [headline,
-                    *[f"  - {r}" for r in result["reasons"]],
-                    f"production:     {root / 'models/production'}   (tuneline models; tuneline predict)"]
-    return "\n".join([
-        f"stages run: {', '.join(result['ran']) or 'none'}; unchanged: {', '.join(result['skipped']) or 'none'}",
-        *decision, *training_stop(project_dir),
-        f"test macro-F1: model {model:.4f} vs {BASELINES.get(base_name, base_name)} {base:.4f} "
-        f"(model {verdict} the baseline)",
-        f"candidate:      {root / 'models/candidate'}",
-        f"test metrics:   {root / 'reports/metrics.json'}   (dvc metrics show)",
-        f"plots:          {root / 'reports/train'}, {root / 'reports/eval'}   (dvc plots show)",
-        f"validation:     {root / 'reports/validation.json'}, quarantine: {root / 'data/validated/quarantine.csv'}",
-    ])

@@ -15,9 +15,8 @@ from tasks.config import TrainConfig
 from tasks.engine import checkpoint, distributed
 from tasks.engine.loop import StepCallback, TrainResult, fit, seed_everything
 from tasks.engine.modeling import add_lora, load_model, save_classifier
-from tasks.files.assets import resolve_model
-from tasks.kinds import get_kind
-from tasks.kinds.base import Kind
+from tasks.kinds import get_kind, mark_model_kind, resolve_model
+from tasks.kinds.base import Kind, read_split, validator
 
 __all__ = ["run", "fit", "TrainResult", "build_model"]
 
@@ -25,7 +24,7 @@ __all__ = ["run", "fit", "TrainResult", "build_model"]
 def build_model(cfg: TrainConfig, labels: list[str], kind: Kind | str = "text-classification"):
     """The pre-trained body with a new head for `labels`, its processor, and LoRA adapters if asked for."""
     kind = get_kind(kind)
-    path = resolve_model(cfg.model, kind.name)
+    path = resolve_model(cfg.model, kind)
     model = load_model(path, labels, cfg.dropout, kind.auto_class)
     if cfg.strategy == "lora":
         model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules, kind.peft_task)
@@ -64,10 +63,9 @@ def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metr
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
     seed_everything(cfg.seed)  # the new head's initialisation depends on it
     model, processor = build_model(cfg, labels, kind)
-    train_frame = kind.read_split(processed / "train.parquet")
+    train_frame = read_split(processed / "train.parquet")
     train = kind.split(train_frame, processor, cfg)
-    val_frame = kind.read_split(processed / "val.parquet")
-    validate = kind.validator(val_frame, processor, labels)
+    validate = validator(kind, read_split(processed / "val.parquet"), processor, labels)
     ck = checkpoint_file(cfg, processed, checkpoint_dir)
     best_state, result = fit(model, train, validate, cfg, ck, on_step_end)
     result.model_dir = str(model_dir)
@@ -75,7 +73,8 @@ def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metr
         return result
     log_metrics(metrics_dir, result)
     model.load_state_dict(best_state)
-    save_classifier(model.to("cpu"), kind.saved_processor(processor, train_frame), model_dir, resolve_model(cfg.model, kind.name),
-                    merge_lora=cfg.lora.save == "merged", kind=kind.name)
+    save_classifier(model.to("cpu"), kind.saved_processor(processor, train_frame), model_dir,
+                    resolve_model(cfg.model, kind), merge_lora=cfg.lora.save == "merged")
+    mark_model_kind(model_dir, kind)
     checkpoint.discard(ck)  # the model is saved: the run is complete and needs no resuming
     return result

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tasks.config import ConfigError, SweepConfig, load_params, parse_params
-from tasks.orchestration.pipeline import LineListener, run_dvc, set_dotted
+from tasks.orchestration.pipeline import LineListener, run_dvc
+from tasks.params_file import set_dotted
 
 TRAIN_SUMMARY = "reports/train/metrics.json"
 # Keys a trial may change: ones that leave the validation rows as they are, so trials are compared on the same rows.
@@ -143,7 +144,7 @@ def markdown(result: SweepResult) -> str:
             (f" | {t.val_macro_f1:.4f} | {t.best_epoch}/{t.epochs_run} | {t.stop_reason} |"
              if t.val_macro_f1 is not None else " | failed | | |") + (" **winner**" if t is result.winner else "")
             for t in result.trials]
-    skipped = [f"", f"{len(result.skipped)} trial(s) not started: the time budget ran out."] if result.skipped else []
+    skipped = ["", f"{len(result.skipped)} trial(s) not started: the time budget ran out."] if result.skipped else []
     return "\n".join([f"# Sweep: {len(result.trials)} trials in {result.seconds:.0f} s", "",
                       f"Chosen by {result.chosen_by}.", "",
                       "| trial | " + " | ".join(keys) + " | val macro-F1 | best epoch | stop |",

@@ -17,9 +17,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from tasks.config import PreprocessConfig
-from tasks.files.assets import resolve_model
 from tasks.files.tables import write_parquet
-from tasks.kinds import get_kind
+from tasks.kinds import get_kind, resolve_model
 from tasks.kinds.base import ORIGIN, SOURCE_ORIGIN, Kind
 
 SPLITS = ("train", "val", "test")
@@ -116,7 +115,7 @@ def run(cfg: PreprocessConfig, model_name: str, validated: str | Path, output_di
     parts, leaked = remove_leakage(split(df, cfg, kind), kind)
     parts["train"] = replay(parts["train"], replay_share, cfg.seed, kind)
     parts["train"] = kind.augment(parts["train"], cfg.augment, cfg.seed)
-    processor = kind.load_processor(resolve_model(model_name, kind.name))
+    processor = kind.load_processor(resolve_model(model_name, kind))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = PreprocessResult(output_dir=out, sizes={}, labels=labels, leakage_removed=leaked,

@@ -8,17 +8,17 @@ from typing import Optional
 import pandas as pd
 
 from tasks.files.tables import write_parquet
+from tasks.inference import Predictor
 from tasks.kinds import get_kind
-from tasks.kinds.base import Kind
+from tasks.kinds.base import Kind, raw_rows, read_split
 from tasks.monitoring.profile import sample
-from tasks.predict import Predictor
 
 
 def run(processed_dir: str | Path, model_dir: str | Path, output: str | Path, rows: int, seed: int,
         batch_size: int = 64, max_length: Optional[int] = None, kind: Kind | str = "text-classification") -> pd.DataFrame:
     kind = get_kind(kind)
-    train = kind.read_split(Path(processed_dir) / "train.parquet")
+    train = read_split(Path(processed_dir) / "train.parquet")
     train = sample(train[~train["augmented"]].reset_index(drop=True), rows, seed)
-    profile = Predictor(model_dir, max_length, batch_size).profile(kind.raw(train).reset_index(drop=True))
+    profile = Predictor(model_dir, max_length, batch_size).profile(raw_rows(kind, train).reset_index(drop=True))
     write_parquet(profile, output)
     return profile

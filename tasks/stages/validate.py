@@ -1,0 +1,24 @@
+"""Stage `validate`: the data-quality gate between raw data and training (tasks/checks.py holds the rules).
+
+Nothing is written unless every dataset-level rule passed, so downstream stages never run on rejected data and
+earlier outputs stay as they were.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.checks import ValidationReport, check
+from tasks.config import DataConfig, ValidateConfig
+from tasks.files.tables import csv_text, write_parquet, write_text
+from tasks.kinds.base import Kind
+
+
+def run(data_cfg: DataConfig, cfg: ValidateConfig, raw: str | Path, output: str | Path, quarantine: str | Path,
+        report_path: str | Path, source: str, kind: Kind | str = "text-classification") -> ValidationReport:
+    outcome = check(pd.read_parquet(raw), data_cfg, cfg, source, kind=kind)  # raises before any output is written
+    write_parquet(outcome.accepted, output)
+    write_text(csv_text(outcome.quarantine), quarantine)
+    write_text(outcome.report.to_json(), report_path)
+    return outcome.report
