@@ -55,6 +55,35 @@ def code_dir() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def git_source(url: str):
+    """A git URL for the workers to clone. Credentials in it (https://user:token@host/...) never reach the
+    deployment: they go into a Prefect Secret block, which the deployment's pull step names, and the stored URL has
+    none (the API, the UI and `prefect deployment inspect` show the URL only)."""
+    import hashlib
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.password and not (parts.username and parts.scheme in ("http", "https")):
+        return url
+    if parts.scheme != "https":
+        from tasks.config import ConfigError
+
+        raise ConfigError(f"--source: credentials are sent over https only; {parts.scheme}://{parts.hostname}... "
+                          "would send them in the clear")
+    from prefect.blocks.system import Secret
+    from prefect.runner.storage import GitRepository
+
+    clean = urlunsplit((parts.scheme, parts.hostname + (f":{parts.port}" if parts.port else ""), parts.path,
+                        parts.query, parts.fragment))
+    token = parts.password or parts.username
+    name = f"tuneline-git-{hashlib.sha256(clean.encode()).hexdigest()[:12]}"
+    Secret(value=token).save(name, overwrite=True)
+    credentials = {"access_token": Secret.load(name)}
+    if parts.password:
+        credentials["username"] = parts.username
+    return GitRepository(url=clean, credentials=credentials)
+
+
 def deploy_to_pool(project_dir: str | Path, pool: str, name: str | None = None, source: str | None = None,
                    monitor_cron: str = MONITOR_CRON, retrain_cron: str = RETRAIN_CRON) -> list[str]:
     """Register the deployments on the server for a work pool's workers (on any machine that reaches the server).
@@ -67,8 +96,9 @@ def deploy_to_pool(project_dir: str | Path, pool: str, name: str | None = None, 
 
     ensure_pool(pool)
     deployed = []
+    code = git_source(source) if source else str(code_dir())
     for flow, entrypoint, default_name, options in specs(str(project_dir), monitor_cron, retrain_cron):
-        remote = flow.from_source(source=source or str(code_dir()), entrypoint=entrypoint)
+        remote = flow.from_source(source=code, entrypoint=entrypoint)
         remote.deploy(name=name or pool, work_pool_name=pool, print_next_steps=False, **options)
         deployed.append(f"{flow.name}/{name or pool}")
     return deployed

@@ -9,6 +9,7 @@ from prefect import get_run_logger
 from prefect.states import Completed
 
 from tasks.orchestration.locking import ProjectBusy, lock_timeout, run_lock
+from tasks.redaction import redact
 
 T = TypeVar("T")
 
@@ -20,5 +21,6 @@ def run_locked(root: Path, what: str, body: Callable[[], T], **busy_result: Any)
         with run_lock(root, lock_timeout(root), what):
             return body()
     except ProjectBusy as busy:
-        get_run_logger().warning(str(busy))
-        return Completed(message=str(busy), data={"busy": str(busy), **busy_result})
+        said = redact(str(busy))
+        get_run_logger().warning(said)
+        return Completed(message=said, data={"busy": said, **busy_result})

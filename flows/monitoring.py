@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
+from flows.guard import check_run
 from flows.locked import run_locked
 from tasks.config import load_params
 from tasks import intake
@@ -38,6 +39,7 @@ check_stored = task(monitor.process_stored, name="check-stored-batch", task_run_
 def monitoring(project_dir: str = ".", drop_dir: Optional[str] = None, files: Optional[list[str]] = None) -> dict:
     """Process `files`, or every file in `drop_dir` (default data/incoming); processed drop files move to done/ or
     rejected/ beside them."""
+    check_run(project_dir=project_dir, drop_dir=drop_dir, files=files)
     paths = ProjectPaths(Path(project_dir).resolve())
 
     def batches() -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows.guard import check_run
 from flows.locked import run_locked
 from flows.training import training
 from tasks import params_file
@@ -20,6 +21,7 @@ apply_plan = task(params_file.apply_overrides, name="apply-plan")
 @flow(name="retraining", log_prints=True)
 def retraining(project_dir: str = ".", force: bool = False) -> dict:
     """force: retrain even when no new labelled batch waits (e.g. after changing params)."""
+    check_run(project_dir=project_dir)
     paths = ProjectPaths(Path(project_dir).resolve())
 
     def plan_and_train() -> dict:

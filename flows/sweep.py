@@ -8,6 +8,7 @@ from typing import Optional
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows.guard import check_run
 from flows.locked import run_locked
 from flows.training import training
 from tasks.orchestration import sweep
@@ -28,6 +29,7 @@ def sweep_flow(project_dir: str = ".", grid: Optional[dict[str, list]] = None, p
     """Try params.yaml's `sweep.grid` (or `grid`, e.g. {"train.learning_rate": [1e-4, 3e-4]}) as DVC experiments,
     choose by validation macro-F1, then evaluate and gate the winner through the `training` flow.
     Holds the project lock: the winner is applied to the workspace."""
+    check_run(project_dir=project_dir, grid=grid)
     root = Path(project_dir).resolve()
 
     def trials_then_training() -> dict:

@@ -8,6 +8,7 @@ from typing import Any, Optional
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows.guard import check_run
 from flows.locked import run_locked
 from tasks import changes, params_file
 from tasks.config import load_params
@@ -44,6 +45,7 @@ def training(project_dir: str = ".", overrides: Optional[dict[str, Any]] = None,
     `dvc repro`, `dvc params diff` and dvc.lock all see the same run. Holds the project lock throughout: a second
     run meanwhile ends at once saying who holds it (a normal outcome, so no retries).
     """
+    check_run(project_dir=project_dir, overrides=overrides)
     root = Path(project_dir).resolve()
     return run_locked(root, "training flow", lambda: _stages_and_gate(root, overrides, promote_model))
 

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
 from tasks.config import Params, load_params
+from tasks.files.weights import verify_weights
 from tasks.monitoring.batches import BatchInfo, BatchStore
 from tasks.orchestration.locking import lock_timeout, project_lock
 from tasks.orchestration.pipeline import dvc_add, dvc_add_alongside
+from tasks.orchestration.server_slot import confirm_slots
 from tasks.paths import ProjectPaths
 from tasks.registry import promotion
 from tasks.registry.store import Registry
@@ -65,6 +67,7 @@ def promote(project_dir: str | Path) -> promotion.PromotionResult:
     paths = ProjectPaths(Path(project_dir).resolve())
     params = load_params(paths.params)
     with project_lock(paths.root, params.monitor.lock_timeout_s):
+        confirm_slots()  # a flow run that lost its server-wide slot stops here, before production changes
         result = promotion.run(params, paths.processed, paths.candidate, paths.metrics,
                                Registry.of_project(paths.root), paths.root, paths.reference)
         _versioned(paths, paths.registry)
@@ -100,4 +103,9 @@ def pull(project_dir: str | Path) -> list[str]:
     with project_lock(paths.root, lock_timeout(paths.root)):
         lines = [storage.pull(paths.root)]
         lines += repair(paths.root)
+        registry = Registry.of_project(paths.root)
+        version = registry.production_version()
+        if version is not None:
+            verify_weights(registry.version_dir(version))  # raises naming the file when the pull brought others
+            lines.append(f"production v{version}: its weights match the sha256 recorded at its promotion")
     return lines

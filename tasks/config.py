@@ -5,10 +5,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 # The airline topic of the embedded tweet corpus: the default initial training set (README, "Task kinds").
 AIRLINE_PATTERN = r"@united|@americanair|@jetblue|@usairways|@southwestair|@virginamerica"
+
+
+BATCH_ID = r"^b\d{4}-[0-9a-f]{8}$"  # what BatchStore names a batch: b<NNNN>-<sha8 of its file>
 
 
 class ConfigError(ValueError):
@@ -45,13 +48,17 @@ class DataConfig(_Strict):
     label_column: str = "sentiment"
     tokens_column: str = Field("tokens", description="token-classification: the column of word lists")
     tags_column: str = Field("tags", description="token-classification: the column of BIO tag lists")
-    image_column: str = Field("image", description="image-classification: the column of image paths (CSV/Parquet)")
+    image_column: str = Field("image", description="image-classification: the column of image paths (CSV/Parquet), "
+                                                   "relative to that file's folder")
+    max_image_bytes: Optional[int] = Field(
+        50_000_000, ge=1, description="image-classification: larger image files are quarantined (too_large); null = "
+                                      "no limit")
     include_pattern: Optional[str] = Field(
         None, description="keep only rows whose text matches this regex (case-insensitive), any source; null = all")
     embedded_topic_pattern: Optional[str] = Field(
         AIRLINE_PATTERN, description="the embedded tweet corpus only (data.path null): keep tweets matching this "
                                      "regex (default: the airline topic); null = every topic")
-    batches: list[str] = Field(
+    batches: list[Annotated[str, StringConstraints(pattern=BATCH_ID)]] = Field(
         [], description="ingested batch ids in the training pool (the retraining flow appends; content-addressed)")
 
 
@@ -67,6 +74,9 @@ class ValidateConfig(_Strict):
         "report", description="rows with undecodable bytes or mojibake: count them, or quarantine them")
     max_quarantine_share: float = Field(0.5, ge=0, le=1, description="a larger share of quarantined rows fails")
     min_image_side: int = Field(32, ge=1, description="image-classification: smaller images are quarantined")
+    max_image_pixels: int = Field(
+        64_000_000, ge=1, description="image-classification: images with more pixels are quarantined before they are "
+                                      "decoded (too_many_pixels)")
     image_mode_action: Literal["convert", "quarantine"] = Field(
         "convert", description="image-classification: images not in RGB (alpha, grey, palette, CMYK): convert or quarantine")
 
@@ -200,6 +210,27 @@ class SweepConfig(_Strict):
         return self
 
 
+# A run started through the Prefect API may change only these params (control.override_keys); never these groups.
+NEVER_OVERRIDDEN = ("promote.", "validate.", "control.")
+BUDGET_KEYS = ["train.epochs", "train.max_epochs", "train.learning_rate", "train.batch_size",
+               "train.early_stopping_patience", "preprocess.max_train_samples", "preprocess.max_val_samples"]
+
+
+class ControlConfig(_Strict):
+    override_keys: list[str] = Field(
+        BUDGET_KEYS, description="params keys that a run started through the Prefect API (a deployment's `overrides`, "
+                                 "a sweep's `grid`) may set; never promote.*, validate.* or control.*. The command "
+                                 "line (-S) is the project owner's and may set any key")
+
+    @model_validator(mode="after")
+    def _never_the_gate(self) -> "ControlConfig":
+        bad = [key for key in self.override_keys if key.startswith(NEVER_OVERRIDDEN)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: the gate's, validation's and these keys cannot be set from the "
+                             "Prefect API")
+        return self
+
+
 class Params(_Strict):
     task: TaskConfig = TaskConfig()
     data: DataConfig = DataConfig()
@@ -211,8 +242,28 @@ class Params(_Strict):
     monitor: MonitorConfig = MonitorConfig()
     retrain: RetrainConfig = RetrainConfig()
     sweep: SweepConfig = SweepConfig()
+    control: ControlConfig = ControlConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _override_keys_exist(self) -> "Params":
+        unknown = [key for key in self.control.override_keys if not has_key(Params, key)]
+        if unknown:
+            raise ValueError(f"control.override_keys: {', '.join(unknown)}: no such params key")
+        return self
+
+
+def has_key(model: type[BaseModel], dotted: str) -> bool:
+    """Whether `section.key` (any depth) names a field of the typed params."""
+    head, _, rest = dotted.partition(".")
+    fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+    if head not in fields:
+        return False
+    if not rest:
+        return True
+    annotation = fields[head].annotation
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel) and has_key(annotation, rest)
 
 
 def _key_of(loc: tuple[Any, ...]) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.engine.device import pick_device
+from tasks.files.weights import verify_weights
 from tasks.kinds import kind_of_model
 from tasks.kinds.base import Predicted, is_labelled
 
@@ -29,6 +30,8 @@ class Predictor:
 
         if num_threads:
             torch.set_num_threads(num_threads)
+        verify_weights(Path(model_dir).resolve())  # a registered version loads only as it was promoted
+        self.model_dir = Path(model_dir)
         self.kind = kind_of_model(model_dir)
         self.device = pick_device()
         self.processor = self.kind.load_processor(str(model_dir))

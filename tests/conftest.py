@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny BERT built from a config (random weights, no download) and throwaway DVC projects."""
+"""Shared fixtures: a tiny BERT built from a config (random weights, no download), throwaway DVC projects, and the
+small datasets, helpers and constants more than one test module uses."""
 from __future__ import annotations
 
 import os
@@ -6,11 +7,15 @@ import shutil
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+
+from tasks.config import DataConfig, ValidateConfig
+from tasks.kinds import get_kind
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars are for people; keep test logs readable
@@ -157,11 +162,26 @@ def wait_for_deployments(project: Path, env: dict, names: list[str], serve_proc,
         time.sleep(1)
 
 
-def all_flow_run_artifacts(env: dict, flow_run_id: str) -> list[dict]:
-    """Every artifact a flow run and its subflows created, read through the same server API the UI uses."""
+@contextmanager
+def api_client(env: dict):
+    """An httpx client for the Prefect REST API as the UI uses it: with the auth string when the server has one,
+    and a CSRF token (tuneline's servers protect state-changing requests, POST /filter included)."""
+    import uuid
+
     import httpx
 
-    with httpx.Client(base_url=env["PREFECT_API_URL"], timeout=30) as api:
+    auth = env.get("PREFECT_API_AUTH_STRING")
+    with httpx.Client(base_url=env["PREFECT_API_URL"], timeout=30,
+                      auth=tuple(auth.split(":", 1)) if auth else None) as client:
+        token = client.get("/csrf-token", params={"client": (name := uuid.uuid4().hex)})
+        if token.status_code == 200:
+            client.headers.update({"Prefect-Csrf-Token": token.json()["token"], "Prefect-Csrf-Client": name})
+        yield client
+
+
+def all_flow_run_artifacts(env: dict, flow_run_id: str) -> list[dict]:
+    """Every artifact a flow run and its subflows created, read through the same server API the UI uses."""
+    with api_client(env) as api:
         children = api.post("/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}})
         children.raise_for_status()
         run_ids = [flow_run_id, *(run["id"] for run in children.json())]
@@ -178,9 +198,7 @@ def flow_run_artifacts(env: dict, flow_run_id: str) -> dict[str, str]:
 
 def task_run_logs(env: dict, flow_run_id: str, task_run_name: str) -> list[str]:
     """The log messages of one task run of a flow run (what the UI shows under that task run)."""
-    import httpx
-
-    with httpx.Client(base_url=env["PREFECT_API_URL"], timeout=30) as api:
+    with api_client(env) as api:
         runs = api.post("/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}},
                                                    "task_runs": {"name": {"any_": [task_run_name]}}})
         runs.raise_for_status()
@@ -240,3 +258,114 @@ def tiny_image_model(tmp_path_factory, tiny_resnet_dir) -> Path:
     save_classifier(model, kind.load_processor(str(tiny_resnet_dir)), out, str(tiny_resnet_dir))
     mark_model_kind(out, kind)
     return out
+
+
+# --- constants and data shared by several test modules ---------------------------------------------------------------
+
+ALL = ["prepare", "validate", "preprocess", "train", "evaluate", "reference"]
+LENIENT = ValidateConfig(min_rows=1, min_rows_per_class=1, max_quarantine_share=1.0)
+LABELS = ["negative", "neutral", "positive"]
+TOKEN, IMAGE = get_kind("token-classification"), get_kind("image-classification")
+
+
+def user_frame(n_per_class: int = 30) -> pd.DataFrame:
+    rows = [{"review": f"{word} item number {i} {word}", "stars": label, "extra": i}
+            for label, word in (("one", "awful"), ("two", "poor"), ("three", "fine"), ("four", "great"))
+            for i in range(n_per_class)]
+    return pd.DataFrame(rows)
+
+
+def user_cfg(path, **kw) -> DataConfig:
+    return DataConfig(path=str(path), text_column="review", label_column="stars", include_pattern=None, **kw)
+
+
+@pytest.fixture()
+def processed(tmp_path, tiny_model_dir):
+    """A tokenized 4-class dataset on the tiny model (user_frame through prepare, validate and preprocess)."""
+    from tasks.config import PreprocessConfig
+    from tasks.stages import prepare, preprocess, validate
+
+    src = tmp_path / "reviews.csv"
+    user_frame(40).to_csv(src, index=False)
+    raw = prepare.run(user_cfg(src), tmp_path / "raw.parquet").output
+    validate.run(user_cfg(src), ValidateConfig(), raw, tmp_path / "ok.parquet", tmp_path / "q.csv",
+                 tmp_path / "rep.json", str(src))
+    cfg = PreprocessConfig(max_length=16)
+    return preprocess.run(cfg, str(tiny_model_dir), tmp_path / "ok.parquet", tmp_path / "processed")
+
+
+def splits(processed_dir, tokenizer):
+    """The engine's training split and the text kind's validator, as the train stage builds them."""
+    import json
+
+    from tasks.engine.splits import TokenizedSplit
+    from tasks.kinds.base import validator
+    from tasks.kinds.text import TextKind
+
+    labels = json.loads((processed_dir / "labels.json").read_text())
+    val = pd.read_parquet(processed_dir / "val.parquet")
+    return (TokenizedSplit.read(processed_dir / "train.parquet", tokenizer.pad_token_id),
+            validator(TextKind(), val, tokenizer, labels), labels)
+
+
+@pytest.fixture(scope="module")
+def registry_project(tmp_path_factory, tiny_model_dir):
+    """Processed data plus two trained candidates: one that learned the task, one that did not."""
+    from tasks.config import EvaluateConfig, Params, PreprocessConfig, TrainConfig
+    from tasks.stages import evaluate, prepare, preprocess, train, validate
+
+    root = tmp_path_factory.mktemp("registry-project")
+    src = root / "reviews.csv"
+    frame = user_frame(40)
+    frame["topic"] = ["a", "b"] * (len(frame) // 2)
+    frame.to_csv(src, index=False)
+    data_cfg = user_cfg(src)
+    raw = prepare.run(data_cfg, root / "raw.parquet").output
+    validate.run(data_cfg, ValidateConfig(), raw, root / "ok.parquet", root / "q.csv", root / "v.json", str(src))
+    processed = preprocess.run(PreprocessConfig(max_length=16), str(tiny_model_dir), root / "ok.parquet",
+                               root / "processed").output_dir
+    params = Params(data=data_cfg, preprocess=PreprocessConfig(max_length=16),
+                    train=TrainConfig(model=str(tiny_model_dir), num_threads=1, batch_size=8),
+                    evaluate=EvaluateConfig(slice_column="topic", min_slice_rows=5))
+    candidates = {}
+    for name, lr, epochs in (("good", 3e-3, 20), ("bad", 1e-12, 1)):
+        cfg = params.train.model_copy(update=dict(learning_rate=lr, epochs=epochs, warmup_ratio=0.0,
+                                                  early_stopping_patience=epochs))
+        model_dir = root / f"candidate-{name}"
+        train.run(cfg, processed, model_dir, root / f"train-{name}")
+        evaluate.run(params.evaluate, processed, model_dir, root / f"metrics-{name}.json", root / f"plots-{name}")
+        candidates[name] = model_dir
+    return root, params, processed, candidates
+
+
+# --- the CLI in a throwaway project, and waiting on what it leaves behind -------------------------------------------
+
+def tuneline(project: Path, env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return sh(sys.executable, "-m", "tasks.cli", *args, cwd=project, env=env, check=check)
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 2.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def registry_records(project: Path) -> list[dict]:
+    import json
+
+    events = project / "models/registry/events.jsonl"
+    lines = events.read_text().splitlines() if events.exists() else []
+    return [json.loads(line)["record"] for line in lines if json.loads(line)["event"] in ("promoted", "rejected")]
+
+
+def new_reviews(path: Path) -> Path:
+    rows = [{"review": f"{word} order {1000 + i} {word}", "stars": label}
+            for label, word in (("one", "awful"), ("two", "poor"), ("three", "fine"), ("four", "great"))
+            for i in range(25)]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path

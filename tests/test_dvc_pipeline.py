@@ -6,10 +6,9 @@ import json
 import pytest
 import yaml
 
-from tests.conftest import dvc, make_project, ran_stages, tiny_params, tree_digest
+from tests.conftest import ALL, dvc, make_project, ran_stages, tiny_params, tree_digest
 
 pytestmark = pytest.mark.integration
-ALL = ["prepare", "validate", "preprocess", "train", "evaluate", "reference"]
 
 
 @pytest.fixture(scope="module")

@@ -11,22 +11,23 @@ import pandas as pd
 import pytest
 
 from tasks.orchestration import prefect_server as serving
-from tests.conftest import (created_flow_run_id, dvc, flow_run_artifacts, make_images, make_project, ran_stages, sh,
-                            tiny_params, tree_digest, wait_for_deployments)
+from tests.conftest import (ALL, created_flow_run_id, dvc, flow_run_artifacts, make_images, make_project, ran_stages,
+                            sh, tiny_params, tree_digest, tuneline, wait_for_deployments)
 
 pytestmark = pytest.mark.integration
-ALL = ["prepare", "validate", "preprocess", "train", "evaluate", "reference"]
 # The second candidate is promoted whatever it scores, so rollback has somewhere to go back from.
 ANY_CANDIDATE = {"min_delta": -1.0, "max_class_drop": 1.0, "max_set_drop": 1.0}
+# The deployment run below sets the kind through the API: the project's owner allows that key.
+API_KEYS = {"override_keys": ["task.kind", "train.epochs"]}
 
 
 def kind_params(kind: str, tmp: Path, tiny_model_dir: Path, tiny_resnet_dir: Path) -> dict:
     if kind == "token-classification":  # the embedded WNUT-16 tweets, capped small
         return tiny_params(tiny_model_dir, task={"kind": kind}, promote=ANY_CANDIDATE,
-                           preprocess={"max_length": 48})
+                           preprocess={"max_length": 48}, control=API_KEYS)
     images = make_images(tmp / "images", per_class=16)
     return tiny_params(tiny_resnet_dir, task={"kind": kind}, data={"path": str(images)}, promote=ANY_CANDIDATE,
-                       preprocess={"image_size": 32}, train={"learning_rate": 3e-3, "epochs": 2})
+                       preprocess={"image_size": 32}, train={"learning_rate": 3e-3, "epochs": 2}, control=API_KEYS)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +41,6 @@ def served(prefect_env, tmp_path_factory):
         yield prefect_env, log
     finally:
         serving.terminate(proc)
-
-
-def tuneline(project: Path, env: dict, *args: str, check: bool = True):
-    return sh(sys.executable, "-m", "tasks.cli", *args, cwd=project, env=env, check=check)
 
 
 @pytest.mark.parametrize("kind", ["token-classification", "image-classification"])
@@ -61,6 +58,7 @@ def test_kind_runs_through_dvc_prefect_gate_registry_and_predict(served, tmp_pat
 
     promoted = tuneline(project, env, "promote")
     assert "candidate v1: PROMOTED; production is v1" in promoted.stdout
+    assert dvc_clean(project)  # the promotion versioned the registry (dvc add)
 
     # The deployment, with the kind as an override (and one more epoch, so there is something to redo).
     overrides = json.dumps({"task.kind": kind, "train.epochs": 3})
@@ -76,6 +74,9 @@ def test_kind_runs_through_dvc_prefect_gate_registry_and_predict(served, tmp_pat
     listed = tuneline(project, env, "models")
     assert "v2" in listed.stdout and "production" in listed.stdout
     assert "production: v2 -> v1" in tuneline(project, env, "rollback", "v1").stdout
+    assert dvc_clean(project)
+    ingested = tuneline(project, env, "ingest", str(a_batch(project, kind, tmp_path)))
+    assert "ingest: batch b0001-" in ingested.stdout and dvc_clean(project)
 
     bad_data_changes_nothing(project, kind, tmp_path)
     production = str(project / "models/production")
@@ -100,6 +101,22 @@ def test_kind_runs_through_dvc_prefect_gate_registry_and_predict(served, tmp_pat
         out = pd.read_csv(project / "out.csv")
         assert len(out) == 16 and set(out["label"]) <= set(labels)
         assert ((out.filter(like="prob_").sum(axis=1) - 1).abs() < 1e-4).all()
+
+
+def dvc_clean(project: Path) -> bool:
+    return dvc(project, "status", "--json").stdout.strip() in ("{}", "")
+
+
+def a_batch(project: Path, kind: str, tmp: Path) -> Path:
+    """A small batch of new rows of the kind, as a user would drop it."""
+    if kind == "token-classification":
+        batch = tmp / "batch.jsonl"
+        pd.DataFrame({"tokens": [["Anna", "flew", "home"], ["nothing", "here"]],
+                      "tags": [["B-person", "O", "O"], ["O", "O"]]}).to_json(batch, orient="records", lines=True)
+        return batch
+    batch = tmp / "images" / "batch.csv"  # paths relative to the table's folder
+    pd.DataFrame({"image": ["red/0.png", "blue/1.png"], "sentiment": ["red", "blue"]}).to_csv(batch, index=False)
+    return batch
 
 
 def bad_data_changes_nothing(project: Path, kind: str, tmp: Path) -> None:

@@ -1,44 +1,22 @@
-"""Issue 6 against a real Prefect server on 127.0.0.1 and real `dvc repro`: the scheduled monitoring deployment
-processes a dropped batch, its drift event triggers the retraining deployment, a worse retrained model changes
-nothing, and a second run while one holds the project lock exits with a clear message."""
+"""Monitoring and retraining against a real Prefect server on 127.0.0.1 and real `dvc repro`: the scheduled monitoring
+deployment processes a dropped batch, its drift event triggers the retraining deployment, and a worse retrained model
+changes nothing."""
 from __future__ import annotations
 
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
 from tasks.orchestration import prefect_server as serving
 from tasks.config import load_params
-from tests.conftest import (created_flow_run_id, flow_run_artifacts, make_project, sh, tiny_params, tree_digest,
-                            wait_for_deployments)
-from tests.test_stages import user_frame
+from tests.conftest import (created_flow_run_id, flow_run_artifacts, make_project, new_reviews, registry_records, sh,
+                            tiny_params, tree_digest, tuneline, user_frame, wait_for, wait_for_deployments)
 
 pytestmark = pytest.mark.integration
-
-
-def tuneline(project: Path, env: dict, *args: str, check: bool = True):
-    return sh(sys.executable, "-m", "tasks.cli", *args, cwd=project, env=env, check=check)
-
-
-def wait_for(predicate, timeout: float, what: str, poll: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def registry_records(project: Path) -> list[dict]:
-    events = project / "models/registry/events.jsonl"
-    lines = events.read_text().splitlines() if events.exists() else []
-    return [json.loads(line)["record"] for line in lines if json.loads(line)["event"] in ("promoted", "rejected")]
 
 
 def test_monitoring_deployment_takes_a_dropped_batch_and_its_drift_event_triggers_retraining(
@@ -84,6 +62,9 @@ def test_monitoring_deployment_takes_a_dropped_batch_and_its_drift_event_trigger
         shown = flow_run_artifacts(prefect_env, runs[0]["id"])  # its own plan, and its training subflow's two
         assert set(shown) == {"retraining-plan", "training-metrics", "promotion-decision"}
         assert f"batch {batch_dir.name}" in shown["retraining-plan"] and "# Candidate v2" in shown["promotion-decision"]
+        # The ingest (data/batches) and the promotion (models/registry) were versioned, and dvc.lock records the run.
+        status = sh(sys.executable, "-m", "dvc", "status", "--json", cwd=project, env=prefect_env)
+        assert status.stdout.strip() in ("{}", ""), status.stdout
     finally:
         serving.terminate(serve)
 
@@ -98,14 +79,6 @@ def separable_project(root: Path, tiny_model_dir: Path) -> Path:
                                 "early_stopping_patience": 12},
                          preprocess={"max_length": 16})
     return make_project(root, params)
-
-
-def new_reviews(path: Path) -> Path:
-    rows = [{"review": f"{word} order {1000 + i} {word}", "stars": label}
-            for label, word in (("one", "awful"), ("two", "poor"), ("three", "fine"), ("four", "great"))
-            for i in range(25)]
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
 
 
 def test_a_worse_retrained_model_is_not_promoted_and_nothing_changes(prefect_env, tmp_path, tiny_model_dir):
@@ -134,67 +107,3 @@ def test_a_worse_retrained_model_is_not_promoted_and_nothing_changes(prefect_env
     assert tree_digest(project / "models/production") == production_before
     assert tree_digest(project / "data/batches") == batches_before
     assert [r["decision"]["promoted"] for r in registry_records(project)] == [True, False]
-
-
-def test_a_second_run_while_the_project_is_locked_exits_with_a_clear_message(prefect_env, tmp_path, tiny_model_dir):
-    from filelock import FileLock
-
-    project = make_project(tmp_path / "p", tiny_params(tiny_model_dir))
-    drop = project / "data/incoming"
-    drop.mkdir(parents=True)
-    new_reviews(drop / "batch.csv")
-    (project / ".tuneline").mkdir()
-    with FileLock(str(project / ".tuneline/state.lock")):  # another process holds the project, as a run would
-        busy = tuneline(project, prefect_env, "monitor", check=False)
-        busy_retrain = tuneline(project, prefect_env, "retrain", check=False)
-    for result in (busy, busy_retrain):
-        assert result.returncode == 2
-        assert "the project is busy: another run holds" in result.stderr
-        assert "Traceback" not in result.stderr + result.stdout
-    assert (drop / "batch.csv").exists() and not (project / "data/batches").exists()
-
-    from tasks.orchestration.locking import project_lock
-
-    with project_lock(project, 0, "tuneline run"):  # held as a run holds it: the message names the holder
-        for args in (["run"], ["promote"], ["rollback", "v1"]):
-            result = tuneline(project, prefect_env, *args, check=False)
-            assert result.returncode == 2, args
-            assert f"the project is busy: `tuneline run` (PID {os.getpid()}, since " in result.stderr, result.stderr
-            assert "Traceback" not in result.stderr + result.stdout
-    assert not (project / "data/raw").exists()  # the busy training run changed nothing
-
-
-def test_two_training_runs_at_once_one_promotes_the_other_stops_with_one_line(prefect_env, tmp_path, tiny_model_dir):
-    import subprocess
-
-    project = make_project(tmp_path / "p", tiny_params(tiny_model_dir))
-    cmd = [sys.executable, "-m", "tasks.cli", "run"]
-    runs = [subprocess.Popen(cmd, cwd=project, env=prefect_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True) for _ in range(2)]
-    results = sorted((p.wait(timeout=600), *p.communicate()) for p in runs)
-    (ok, ok_out, _), (busy, busy_out, busy_err) = results
-    assert ok == 0 and "candidate v1 PROMOTED" in ok_out
-    assert busy == 2 and "the project is busy: `training flow` (PID " in busy_err
-    assert "Traceback" not in busy_out + busy_err and "rwlock" not in busy_out + busy_err
-    assert [r["version"] for r in registry_records(project)] == [1]
-
-
-def test_a_training_run_killed_mid_train_is_resumed_by_the_next_run_without_cleanup(prefect_env, tmp_path,
-                                                                                     tiny_model_dir):
-    import signal
-    import subprocess
-
-    project = make_project(tmp_path / "p", tiny_params(tiny_model_dir, train={
-        "epochs": 6, "checkpoint_every_steps": 5, "batch_size": 8, "early_stopping_patience": 6}))
-    first = subprocess.Popen([sys.executable, "-m", "tasks.cli", "run"], cwd=project, env=prefect_env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_for(lambda: any((project / ".tuneline/checkpoints/train").rglob("last.pt")), 300, "a training checkpoint",
-                 poll=0.5)
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the CLI, its flow, dvc and the train stage: no cleanup runs
-        first.wait()
-    assert not (project / "models/candidate/config.json").exists()
-    second = tuneline(project, prefect_env, "run")  # no lock to delete, no rwlock to clear
-    assert "resumed at step " in second.stdout and "candidate v1 PROMOTED" in second.stdout, second.stdout[-3000:]
-    assert [r["version"] for r in registry_records(project)] == [1]

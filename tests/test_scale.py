@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from tasks.orchestration import prefect_server as serving
-from tests.conftest import (REPO, all_flow_run_artifacts, created_flow_run_id, free_port, make_project, sh,
-                            tiny_params, tool_env)
+from tests.conftest import (api_client, REPO, all_flow_run_artifacts, created_flow_run_id, free_port, make_project, sh,
+                            tiny_params, tool_env, tuneline)
 
 pytestmark = [pytest.mark.scale, pytest.mark.integration]
 
@@ -59,10 +59,6 @@ def s3_endpoint(tmp_path_factory):
         serving.terminate(proc)
 
 
-def tuneline(project: Path, env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return sh(sys.executable, "-m", "tasks.cli", *args, cwd=project, env=env, check=check)
-
-
 def git_project(root: Path, params: dict) -> Path:
     """make_project plus the repository's .gitignore (models/production is a machine-local link)."""
     project = make_project(root, params)
@@ -95,6 +91,10 @@ def test_s3_remote_carries_data_models_and_registry_to_a_fresh_clone(prefect_env
     assert "restored the production link to v1 from the event log" in pulled.stdout
     cloud = sh(sys.executable, "-m", "dvc", "status", "--cloud", "--json", cwd=b, env=env)
     assert cloud.stdout.strip() in ("{}", ""), cloud.stdout  # everything the clone uses is on the remote
+    assert "production v1: its weights match the sha256 recorded at its promotion" in pulled.stdout
+    local = sh(sys.executable, "-m", "dvc", "status", "--json", cwd=b, env=env)
+    assert local.stdout.strip() in ("{}", ""), local.stdout  # the pull left the workspace as dvc.lock records it
+    assert "verify = true" in (a / ".dvc/config").read_text()  # downloads are re-hashed against the record
     listed = tuneline(b, tool_env(COLUMNS="250"), "models")
     assert "production: v1" in listed.stdout
 
@@ -161,9 +161,7 @@ def start_worker(pool: str, env: dict, log: Path) -> subprocess.Popen:
 
 
 def flow_run_state(env: dict, flow_run_id: str) -> dict:
-    import httpx
-
-    with httpx.Client(base_url=env["PREFECT_API_URL"], timeout=30) as api:
+    with api_client(env) as api:
         run = api.get(f"/flow_runs/{flow_run_id}")
         run.raise_for_status()
     return run.json()["state"]

@@ -1,4 +1,4 @@
-"""Issue 3: every kind of bad input gets its own message; valid oddities pass; the default corpus is reported on."""
+"""The data-quality gate: each kind of bad input has its own message; valid oddities pass; the corpus is reported."""
 from __future__ import annotations
 
 import json
@@ -7,13 +7,10 @@ import pandas as pd
 import pytest
 
 from tasks import checks
-from tasks.stages import prepare, preprocess, validate
+from tasks.config import DataConfig, ValidateConfig
 from tasks.kinds.text import TextKind
-from tasks.kinds.text_augment import augment
-from tasks.config import DataConfig, PreprocessConfig, ValidateConfig
-from tasks.files.tables import DataFileError, read_table
-
-LENIENT = ValidateConfig(min_rows=1, min_rows_per_class=1, max_quarantine_share=1.0)
+from tasks.stages import prepare, validate
+from tests.conftest import LENIENT, user_cfg, user_frame
 
 
 def frame(texts, labels) -> pd.DataFrame:
@@ -24,7 +21,8 @@ def quarantined(outcome) -> dict[int, str]:
     return dict(zip(outcome.quarantine["row"], outcome.quarantine["rule"]))
 
 
-# --- row-level rules: quarantine with row number, rule and detail; the rest continue -------------------------------
+# --- row-level rules: quarantine with row number, rule and detail; the rest continue ------------------------------
+
 
 def test_each_row_rule_quarantines_with_row_and_rule():
     texts = ["good flight", "   ", "ok", "meh", "great crew", "Great   crew http://t.co/x @united",
@@ -56,7 +54,8 @@ def test_batch_labels_are_checked_against_the_training_label_set():
     assert quarantined(out) == {3: "unknown_label"}
 
 
-# --- dataset-level rules: a clear message naming file, column and rule; nothing written ----------------------------
+# --- dataset-level rules: a clear message naming file, column and rule; nothing written ---------------------------
+
 
 @pytest.mark.parametrize("df, cfg, message", [
     (frame([], []), ValidateConfig(), r"f\.csv: the file has no data rows \(rule: empty file\)"),
@@ -78,7 +77,21 @@ def test_dataset_level_rules_have_specific_messages(tmp_path, df, cfg, message):
     assert not any((tmp_path / f).exists() for f in ("ok.parquet", "q.csv", "r.json"))
 
 
-# --- readers: formats, encodings, delimiters, limits -----------------------------------------------------------------
+@pytest.mark.parametrize("missing, key", [("review", "data.text_column"), ("stars", "data.label_column")])
+def test_validate_names_missing_column_and_file(tmp_path, missing, key):
+    src = tmp_path / "reviews.csv"
+    user_frame().drop(columns=[missing]).to_csv(src, index=False)
+    raw = prepare.run(user_cfg(src), tmp_path / "raw.parquet").output
+    with pytest.raises(checks.ValidationFailed) as exc:
+        validate.run(user_cfg(src), ValidateConfig(), raw, tmp_path / "ok.parquet", tmp_path / "q.csv",
+                     tmp_path / "rep.json", str(src))
+    msg = str(exc.value)
+    assert str(src) in msg and repr(missing) in msg and key in msg
+    assert not any((tmp_path / f).exists() for f in ("ok.parquet", "q.csv", "rep.json"))
+
+
+# --- valid oddities and the embedded default corpus ---------------------------------------------------------------
+
 
 def test_valid_oddities_are_accepted(tmp_path):
     long_text = "very long tweet " * 5000
@@ -97,41 +110,6 @@ def test_valid_oddities_are_accepted(tmp_path):
     assert out.report.length["outliers"] >= 0 and out.report.length["chars"]["max"] == len(long_text.strip())
 
 
-@pytest.mark.parametrize("raw_bytes, encoding", [
-    ("text,label\ncafé crème,pos\nbad,neg\n".encode("cp1252"), None),      # detected
-    ("\ufefftext,label\ncafé crème,pos\nbad,neg\n".encode("utf-8"), None),  # BOM
-    ("text;label\ncafé crème;pos\nbad;neg\n".encode("utf-8"), None),        # delimiter sniffed
-    ("text,label\ncafé crème,pos\nbad,neg\n".encode("latin-1"), "latin-1"),  # configured
-])
-def test_csv_encodings_and_delimiters(tmp_path, raw_bytes, encoding):
-    src = tmp_path / "in.csv"
-    src.write_bytes(raw_bytes)
-    df = read_table(src, encoding=encoding)
-    assert list(df.columns) == ["text", "label"] and df["text"].tolist() == ["café crème", "bad"]
-
-
-@pytest.mark.parametrize("content, kwargs, message", [
-    (b"", {}, r"in\.csv: file is empty \(rule: empty file\)"),
-    (b"text,label\na,b\nc,d,e\n", {}, r"in\.csv: cannot parse as csv: .*Expected 2 fields in line 3, saw 3"),
-    (b"text,label\n" + b"x,y\n" * 10, {"max_rows": 5}, r"in\.csv: 10 rows exceeds data\.max_rows=5"),
-    (b"text,label\n" + b"x,y\n" * 10, {"max_bytes": 20}, r"in\.csv: 51 bytes exceeds data\.max_bytes=20"),
-])
-def test_reader_errors_name_file_and_limit(tmp_path, content, kwargs, message):
-    src = tmp_path / "in.csv"
-    src.write_bytes(content)
-    with pytest.raises(DataFileError, match=message):
-        read_table(src, **kwargs)
-
-
-def test_jsonl_error_names_the_line(tmp_path):
-    src = tmp_path / "in.jsonl"
-    src.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": \n', encoding="utf-8")
-    with pytest.raises(DataFileError, match=r"in\.jsonl: line 2 is not valid JSON"):
-        read_table(src)
-
-
-# --- the embedded default corpus -------------------------------------------------------------------------------------
-
 def test_embedded_corpus_passes_with_duplicates_reported():
     cfg = DataConfig(embedded_topic_pattern=None)
     out = checks.check(TextKind().read_source(cfg), cfg, ValidateConfig(), TextKind().source_label(cfg))
@@ -144,35 +122,3 @@ def test_embedded_corpus_passes_with_duplicates_reported():
     assert r.encoding_flags["mojibake"] > 3000 and r.rows_accepted + r.rows_quarantined == 38158
     assert set(r.class_counts) == {"negative", "neutral", "positive"}
     json.loads(r.to_json())
-
-
-# --- leakage and augmentation ----------------------------------------------------------------------------------------
-
-def test_leakage_check_finds_and_removes_a_planted_duplicate():
-    parts = {"train": pd.DataFrame({"text": ["Delayed again @united", "great crew"], "label": ["n", "p"]}),
-             "val": pd.DataFrame({"text": ["delayed   AGAIN @jetblue", "lost bag"], "label": ["n", "n"]}),
-             "test": pd.DataFrame({"text": ["on time", "lost bag"], "label": ["p", "n"]})}
-    masks = preprocess.find_leakage(parts)
-    assert masks["val"].tolist() == [True, False] and masks["test"].tolist() == [False, True]
-    cleaned, removed = preprocess.remove_leakage(parts)
-    assert removed == 2 and cleaned["val"]["text"].tolist() == ["lost bag"]
-    assert cleaned["test"]["text"].tolist() == ["on time"]
-
-
-def test_grouped_split_keeps_near_duplicates_in_one_split():
-    base = [f"tweet number {i} about flights" for i in range(200)]
-    texts = base + [t.upper() + " http://t.co/x" for t in base[:50]]  # 50 near-duplicates of the first 50
-    df = pd.DataFrame({"text": texts, "label": ["a", "b"] * 100 + ["a", "b"] * 25})
-    parts = preprocess.split(df, PreprocessConfig())
-    _, removed = preprocess.remove_leakage(parts)
-    assert removed == 0 and sum(len(p) for p in parts.values()) == 250
-
-
-def test_augmentation_touches_training_rows_only_and_is_deterministic():
-    train = pd.DataFrame({"text": ["the flight was late again today", "crew was kind and helpful"],
-                          "label": ["n", "p"]})
-    a = augment(train, "text", copies=2, methods=["random_deletion", "random_swap"], p=0.3, seed=1)
-    b = augment(train, "text", copies=2, methods=["random_deletion", "random_swap"], p=0.3, seed=1)
-    pd.testing.assert_frame_equal(a, b)
-    assert a["augmented"].sum() >= 2 and not a.loc[~a["augmented"], "text"].ne(train["text"].values).any()
-    assert augment(train, "text", copies=0, methods=["random_swap"], p=0.3, seed=1)["augmented"].sum() == 0

@@ -12,6 +12,7 @@ from tasks.cli.output import say, user_errors
 from tasks.cli.stages import stage
 from tasks.config import ConfigError, load_params
 from tasks.orchestration.locking import ProjectBusy
+from tasks.orchestration.signals import stop_on_signals
 from tasks.orchestration.storage import StorageError
 
 app = typer.Typer(help="tuneline: fine-tune pre-trained models with DVC stages and Prefect flows.", no_args_is_help=True)
@@ -105,11 +106,12 @@ def run_cmd(project_dir: Path = PROJECT,
 
     load_params(project_dir / "params.yaml")  # fail before any work
     overrides = parsing.parse_overrides(set_ or [])
-    server = prefect_server.use_running_server()
-    from flows.training import training
+    with stop_on_signals():
+        server = prefect_server.use_running_server()
+        from flows.training import training
 
-    server.ready()
-    result = training(project_dir=str(project_dir), overrides=overrides)
+        server.ready()
+        result = training(project_dir=str(project_dir), overrides=overrides)
     if "busy" in result:
         raise ProjectBusy(result["busy"])
     say(printing.outputs_summary(project_dir, result))
@@ -128,11 +130,12 @@ def sweep_cmd(project_dir: Path = PROJECT,
 
     load_params(project_dir / "params.yaml")
     chosen = parsing.parse_grid(grid or [])
-    server = prefect_server.use_running_server()
-    from flows.sweep import sweep_flow
+    with stop_on_signals():
+        server = prefect_server.use_running_server()
+        from flows.sweep import sweep_flow
 
-    server.ready()
-    result = sweep_flow(project_dir=str(project_dir), grid=chosen or None, promote_model=promote)
+        server.ready()
+        result = sweep_flow(project_dir=str(project_dir), grid=chosen or None, promote_model=promote)
     if "busy" in result:
         raise ProjectBusy(result["busy"])
     say(markdown(result["sweep"]))
@@ -205,24 +208,25 @@ def monitor_cmd(files: Optional[list[Path]] = typer.Argument(None, help="batch f
     from tasks.monitoring import monitor, summary as monitoring_summary
     from tasks.orchestration import prefect_server
 
-    server = prefect_server.use_running_server()
-    from flows.monitoring import monitoring
+    with stop_on_signals():
+        server = prefect_server.use_running_server()
+        from flows.monitoring import monitoring
 
-    monitor.preload()  # the model and drift code's imports, while the temporary server (if any) boots
-    server.ready()
-    summary = monitoring(project_dir=str(project_dir), drop_dir=str(drop_dir) if drop_dir else None,
-                         files=[str(f) for f in files] if files else None)
-    if "busy" in summary:
-        raise ProjectBusy(summary["busy"])
-    for line in monitoring_summary.summary_lines(summary):
-        say(line)
-    if retrain and summary["retrain"]:
-        from flows.retraining import retraining
+        monitor.preload()  # the model and drift code's imports, while the temporary server (if any) boots
+        server.ready()
+        summary = monitoring(project_dir=str(project_dir), drop_dir=str(drop_dir) if drop_dir else None,
+                             files=[str(f) for f in files] if files else None)
+        if "busy" in summary:
+            raise ProjectBusy(summary["busy"])
+        for line in monitoring_summary.summary_lines(summary):
+            say(line)
+        if retrain and summary["retrain"]:
+            from flows.retraining import retraining
 
-        result = retraining(project_dir=str(project_dir))
-        if "busy" in result:
-            raise ProjectBusy(result["busy"])
-        say(printing.outputs_summary(project_dir, result["training"]))
+            result = retraining(project_dir=str(project_dir))
+            if "busy" in result:
+                raise ProjectBusy(result["busy"])
+            say(printing.outputs_summary(project_dir, result["training"]))
 
 
 @app.command("retrain")
@@ -232,11 +236,12 @@ def retrain_cmd(project_dir: Path = PROJECT,
     """Run the retraining flow once, in this process: pool the waiting labelled batches, retrain, gate."""
     from tasks.orchestration import prefect_server
 
-    server = prefect_server.use_running_server()
-    from flows.retraining import retraining
+    with stop_on_signals():
+        server = prefect_server.use_running_server()
+        from flows.retraining import retraining
 
-    server.ready()
-    result = retraining(project_dir=str(project_dir), force=force)
+        server.ready()
+        result = retraining(project_dir=str(project_dir), force=force)
     if "busy" in result:
         raise ProjectBusy(result["busy"])
     for reason in result["reasons"]:
@@ -259,15 +264,21 @@ def demo_batch_cmd(output: Path = typer.Argument(..., help="CSV to write, e.g. d
 
 
 @app.command("serve")
+@user_errors
 def serve_cmd(project_dir: Path = PROJECT,
-              port: int = typer.Option(4200, help="Prefect server port on 127.0.0.1"),
+              host: str = typer.Option("127.0.0.1", help="address to listen on; any other than loopback requires "
+                                                         "an auth string (generated into .tuneline/prefect-auth)"),
+              port: int = typer.Option(4200, help="Prefect server port"),
               detach: bool = typer.Option(False, help="start in the background; stop with `tuneline stop`"),
+              deployments: bool = typer.Option(True, help="also serve this project's deployments (a team server "
+                                                          "with workers: --no-deployments, then tuneline deploy)"),
               monitor_cron: str = typer.Option("0 * * * *", help="monitoring/scheduled (cron, server time zone)"),
               retrain_cron: str = typer.Option("0 3 * * *", help="retraining/nightly (cron)")):
-    """Start a Prefect server on 127.0.0.1 (unless one answers) and serve the deployments."""
+    """Start a Prefect server (unless one answers) and serve the deployments."""
     from tasks.orchestration import prefect_server
 
-    prefect_server.serve(project_dir, port, detach, echo=say, crons=(monitor_cron, retrain_cron))
+    prefect_server.serve(project_dir, port, detach, echo=say, crons=(monitor_cron, retrain_cron), host=host,
+                         deployments=deployments)
 
 
 @app.command("deploy")
@@ -283,6 +294,9 @@ def deploy_cmd(pool: str = typer.Option("tuneline", help="a process work pool (c
     e.g. on PostgreSQL); `tuneline worker` on any machine then runs them."""
     import os
 
+    from tasks.orchestration.prefect_server import use_stored_auth
+
+    use_stored_auth(Path("."))
     from flows.deployments import deploy_to_pool
 
     if "PREFECT_API_URL" not in os.environ:
@@ -295,10 +309,14 @@ def deploy_cmd(pool: str = typer.Option("tuneline", help="a process work pool (c
 
 @app.command("worker")
 def worker_cmd(pool: str = typer.Option("tuneline", help="the work pool to take flow runs from")):
-    """`prefect worker start --pool POOL --type process`: runs the pool's flow runs on this machine."""
+    """`prefect worker start --pool POOL --type process`: runs the pool's flow runs on this machine (with the auth
+    string `tuneline serve` stored for this project, or PREFECT_API_AUTH_STRING)."""
     import os
     import sys
 
+    from tasks.orchestration.prefect_server import use_stored_auth
+
+    use_stored_auth(Path("."))
     os.execv(sys.executable, [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"])
 
 

@@ -73,7 +73,16 @@ def train_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Optio
     code = distributed.relaunch_under_torchrun(cfg.processes, sys.argv[1:])
     if code is not None:  # the torchrun processes did the work
         raise typer.Exit(code)
-    r = train.run(cfg, input_dir, model_dir, metrics_dir, checkpoint_dir, kind=params_.task.kind)
+    from tasks.engine.loop import TrainingStopped
+    from tasks.orchestration.signals import NAMES, StopRequest
+
+    stop = StopRequest()
+    try:
+        r = train.run(cfg, input_dir, model_dir, metrics_dir, checkpoint_dir, kind=params_.task.kind,
+                      stop_requested=stop.requested)
+    except TrainingStopped as stopped:
+        say(f"train: {stopped} ({NAMES.get(stop.signum, 'a signal')}); the next run resumes from there")
+        raise typer.Exit(128 + stop.signum)
     if distributed.is_main():
         resumed = f"; resumed at step {r.resumed_from_step}" if r.resumed_from_step else ""
         tokens = f", {r.tokens_per_s:.0f} tokens/s" if r.tokens_per_s != r.samples_per_s else ""  # images: rows

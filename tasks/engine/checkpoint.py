@@ -10,7 +10,9 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -53,14 +55,18 @@ def fingerprint(train_cfg: dict[str, Any], files: Iterable[Path]) -> str:
 
 
 def rng_states() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+    """Every RNG's state in types `torch.load(weights_only=True)` accepts: tensors, numbers, strings, tuples."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    name, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     if states.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 
@@ -75,15 +81,28 @@ def save(path: Path, model, optimizer, scheduler, loop: LoopState, best_state: O
 
 
 def load(path: Optional[Path], model, optimizer, scheduler) -> Optional[tuple[LoopState, Optional[dict]]]:
-    """Restore everything from `path` if it exists; returns the loop state and the best weights so far."""
+    """Restore everything from `path` if it exists; returns the loop state and the best weights so far.
+
+    Loaded with `weights_only=True`: tensors and plain values only, so a file planted at this predictable path can
+    run no code. A checkpoint that does not load (damaged, planted, from another version) is set aside with a
+    warning and training starts over."""
     if path is None or not path.exists():
         return None
-    ck = torch.load(path, map_location="cpu", weights_only=False)  # our own file: it holds RNG tuples, not just tensors
-    model.load_state_dict(ck["model"])
-    optimizer.load_state_dict(ck["optimizer"])
-    scheduler.load_state_dict(ck["scheduler"])
-    set_rng_states(ck["rng"])
-    return LoopState(**ck["loop"]), ck["best_state"]
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        set_rng_states(ck["rng"])
+        loop = LoopState(**ck["loop"])
+    except Exception as exc:
+        aside = path.with_name(f"{path.name}.unusable-{os.getpid()}")
+        os.replace(path, aside)
+        first_line = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[0][:160] if str(exc) else ""
+        warnings.warn(f"checkpoint {path} cannot be used ({type(exc).__name__}: {first_line}); set aside as "
+                      f"{aside.name}, training starts over", stacklevel=2)
+        return None
+    return loop, ck["best_state"]
 
 
 def discard(path: Optional[Path]) -> None:

@@ -31,6 +31,14 @@ Validator = Callable[[torch.nn.Module, int, torch.device], dict]
 StepCallback = Callable[[int], None]
 
 
+class TrainingStopped(Exception):
+    """Training stopped between two steps when asked to (a signal); its state is in the checkpoint."""
+
+    def __init__(self, step: int, checkpoint: Optional[Path]):
+        super().__init__(f"stopped at step {step}" + (f"; state saved in {checkpoint}" if checkpoint else ""))
+        self.step, self.checkpoint = step, checkpoint
+
+
 @dataclass
 class TrainResult:
     model_dir: str
@@ -103,14 +111,17 @@ def configure_cpu_threads(cfg: TrainConfig, world: int) -> None:
 
 
 def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_path: Optional[Path] = None,
-        on_step_end: Optional[StepCallback] = None) -> tuple[dict, TrainResult]:
+        on_step_end: Optional[StepCallback] = None,
+        stop_requested: Optional[Callable[[], bool]] = None) -> tuple[dict, TrainResult]:
     """Train in place; returns the best state dict (by val macro-F1) and the run summary.
 
     `validate(model, batch_size, device)` scores the validation split as the task kind defines it and returns at
     least `val_macro_f1` (early stopping and the best epoch follow it).
 
     With checkpoint_path, the loop saves its whole state every `checkpoint_every_steps` steps and after every epoch,
-    and a rerun resumes from there, ending with the same weights as an uninterrupted run (same seed, CPU).
+    and a rerun resumes from there, ending with the same weights as an uninterrupted run (same seed, CPU). When
+    `stop_requested()` turns true (Ctrl-C, SIGTERM), the loop saves its state after the current step and raises
+    TrainingStopped: the next run resumes exactly there.
     """
     seed_everything(cfg.seed)
     rank, world = distributed.rank_and_world()
@@ -140,6 +151,8 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
     if restored is not None:
         loop, best_state = restored
     resumed_from = loop.global_step
+    if restored is not None and rank == 0:
+        print(f"train: resuming at step {resumed_from} (epoch {loop.epoch}) from {checkpoint_path}", flush=True)
     writes_checkpoints = checkpoint_path is not None and rank == 0
 
     def save_checkpoint() -> None:
@@ -210,6 +223,11 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
                 t0 = time.perf_counter()
             if on_step_end:
                 on_step_end(loop.global_step)
+            if stop_requested is not None and stop_requested():
+                flush_loss()
+                loop.train_seconds += time.perf_counter() - t0
+                save_checkpoint()
+                raise TrainingStopped(loop.global_step, checkpoint_path if writes_checkpoints else None)
         flush_loss()
         loop.train_seconds += time.perf_counter() - t0
         # Every process scores the whole (small) validation split, so all reach the same early-stopping decision.

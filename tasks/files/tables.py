@@ -14,10 +14,15 @@ from typing import Optional
 
 import pandas as pd
 
+from tasks.files.failpoints import failpoint
+
 SUFFIX_FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
                   ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
-SNIFF_BYTES = 64 * 1024
+SNIFF_BYTES = 8 * 1024  # csv.Sniffer's regexes are quadratic in the sample: a crafted 8 KiB took 0.39 s
+TERMINATOR_BYTES = 64 * 1024
 DELIMITERS = ",;\t|"
+# A cell that starts with one of these becomes a formula when a spreadsheet opens the CSV (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class DataFileError(ValueError):
@@ -80,7 +85,7 @@ def line_terminator(path: Path) -> Optional[str]:
     """"\n" for LF files, so a bare carriage return inside a field (tweets have them; pandas writes them unquoted)
     stays text instead of ending the row; CRLF files keep the parser's default."""
     with path.open("rb") as fh:
-        sample = fh.read(SNIFF_BYTES)
+        sample = fh.read(TERMINATOR_BYTES)
     return None if b"\r\n" in sample else "\n"
 
 
@@ -96,14 +101,37 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
                         json.loads(line)
                     except json.JSONDecodeError as exc:
                         raise DataFileError(f"{path}: line {number} is not valid JSON: {exc.msg}") from None
+                    except RecursionError:
+                        raise DataFileError(f"{path}: line {number} is nested too deeply to read as a row") from None
         raise
+
+
+def check_parquet_size(path: Path, max_bytes: Optional[int], max_rows: Optional[int]) -> None:
+    """Rows and uncompressed bytes from the file's own metadata, refused before a byte of data is read: a small
+    compressed file can hold billions of rows."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception as exc:  # pyarrow's errors name the problem, never the data
+        raise DataFileError(f"{path}: not a readable Parquet file: {exc}") from None
+    if max_rows is not None and meta.num_rows > max_rows:
+        raise DataFileError(f"{path}: {meta.num_rows:,} rows (Parquet metadata) exceeds data.max_rows={max_rows:,}")
+    uncompressed = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if max_bytes is not None and uncompressed > max_bytes:
+        raise DataFileError(f"{path}: {uncompressed:,} bytes uncompressed (Parquet metadata) exceeds "
+                            f"data.max_bytes={max_bytes:,}")
 
 
 def read_table(path: str | Path, fmt: str = "auto", encoding: Optional[str] = None, delimiter: Optional[str] = None,
                max_bytes: Optional[int] = None, max_rows: Optional[int] = None) -> pd.DataFrame:
+    """A user's CSV/Parquet/JSONL file as a DataFrame (CSV cells as strings). Size limits are checked before the
+    data is read; every failure is a DataFileError naming the file, and the line where the parser knows it."""
     path = Path(path)
     if not path.exists():
         raise DataFileError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataFileError(f"{path}: not a regular file")
     size = path.stat().st_size
     if max_bytes is not None and size > max_bytes:
         raise DataFileError(f"{path}: {size:,} bytes exceeds data.max_bytes={max_bytes:,}")
@@ -112,6 +140,7 @@ def read_table(path: str | Path, fmt: str = "auto", encoding: Optional[str] = No
     fmt = detect_format(path, fmt)
     try:
         if fmt == "parquet":
+            check_parquet_size(path, max_bytes, max_rows)
             df = pd.read_parquet(path)
         else:
             encoding = encoding or detect_encoding(path)
@@ -136,8 +165,20 @@ def read_table(path: str | Path, fmt: str = "auto", encoding: Optional[str] = No
 
 def csv_text(df: pd.DataFrame) -> str:
     """CSV with every field quoted: pandas leaves a bare carriage return (common in tweets) unquoted by default and
-    then cannot parse its own file."""
+    then cannot parse its own file. For data files tuneline reads back; see `spreadsheet_csv` for reports."""
     return df.to_csv(index=False, quoting=csv.QUOTE_ALL)
+
+
+def defuse_formula(value):
+    """A text cell a spreadsheet would run as a formula, prefixed with ' (OWASP's advice): shown, never evaluated."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def spreadsheet_csv(df: pd.DataFrame) -> str:
+    """CSV for people (the quarantine file, predictions): text cells that start with = + - @ (or a tab or carriage
+    return) are prefixed with ', so opening the file in a spreadsheet runs no formula a user's text carried."""
+    text_columns = [c for c in df.columns if df[c].dtype == object or pd.api.types.is_string_dtype(df[c])]
+    return csv_text(df.assign(**{c: df[c].map(defuse_formula) for c in text_columns}))
 
 
 def fsync_file(path: Path) -> None:
@@ -159,6 +200,7 @@ def atomic_path(path: str | Path):
     try:
         yield tmp
         fsync_file(tmp)
+        failpoint(f"before-replace:{path.name}")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -185,5 +227,5 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     if fmt == "jsonl":
         return write_text(df.to_json(orient="records", lines=True, force_ascii=False), path)
     if fmt == "csv":
-        return write_text(csv_text(df), path)
+        return write_text(spreadsheet_csv(df), path)
     raise DataFileError(f"{path}: unknown output format {path.suffix!r}; use .csv, .parquet or .jsonl")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +26,11 @@ from tasks.kinds.base import LABEL, RequiredColumn, input_and_label, number_rows
 from tasks.kinds.labelled import RowLabelKind, label_ids
 
 IMAGE, PATH, PIXELS = "image", "path", "pixels"
+# Why an image's bytes were not read (prepare, ingest): validate quarantines the row with this rule and detail.
+READ_RULE, READ_DETAIL = "read_rule", "read_detail"
+READ_RULES = ("unsafe_path", "not_a_file", "too_large", "missing_file")
+DEFAULT_MAX_PIXELS = 64_000_000  # validate.max_image_pixels' default, for images checked outside validation
+DEFAULT_MAX_BYTES = 50_000_000  # data.max_image_bytes' default, likewise
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CROP_MARGIN = 8 / 7  # stored side = image_size x this: room for random crops (the usual 256 -> 224)
 
@@ -32,8 +39,44 @@ def stored_side(image_size: int) -> int:
     return int(round(image_size * CROP_MARGIN))
 
 
-def inspect(data: Optional[bytes], min_side: int) -> tuple[str, str, str, int, int]:
-    """(rule, detail, mode, width, height) for one image's bytes; rule "" when it decodes fully."""
+def read_image_file(path: Path, folder: Path, max_bytes: Optional[int]) -> tuple[Optional[bytes], str, str]:
+    """(bytes, rule, detail) of an image a table or folder names; rule "" when read.
+
+    The file must lie inside `folder` once every link is resolved (no absolute paths, no `..` out of it), be a
+    regular file (not a device, FIFO or folder: opened without blocking and checked before a byte is read), and hold
+    at most `max_bytes` (data.max_image_bytes)."""
+    if path.is_absolute() and not path.resolve().is_relative_to(folder.resolve()):
+        return None, "unsafe_path", "an absolute path outside the folder of the file that names it"
+    try:
+        resolved = (folder / path).resolve(strict=True)
+    except FileNotFoundError:
+        return None, "missing_file", "no such file"
+    except (OSError, RuntimeError) as exc:  # a loop of links, a name too long
+        return None, "unsafe_path", f"cannot resolve: {exc.__class__.__name__}"
+    if not resolved.is_relative_to(folder.resolve()):
+        return None, "unsafe_path", f"resolves outside {folder} (a `..` or a link out of it)"
+    try:
+        fd = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        return None, "missing_file", f"cannot open: {exc.strerror}"
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        return None, "not_a_file", "not a regular file (a device, FIFO or folder)"
+    if max_bytes is not None and info.st_size > max_bytes:
+        os.close(fd)
+        return None, "too_large", f"{info.st_size:,} bytes exceeds data.max_image_bytes={max_bytes:,}"
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:  # it grew while being read
+        return None, "too_large", f"more than data.max_image_bytes={max_bytes:,} bytes"
+    return data, "", ""
+
+
+def inspect(data: Optional[bytes], min_side: int,
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, str, str, int, int]:
+    """(rule, detail, mode, width, height) for one image's bytes; rule "" when it decodes fully. The pixel count is
+    checked from the header before anything is decoded (a small PNG can claim billions of pixels)."""
     from PIL import Image, UnidentifiedImageError
 
     if data is None:
@@ -41,7 +84,11 @@ def inspect(data: Optional[bytes], min_side: int) -> tuple[str, str, str, int, i
     try:
         with Image.open(io.BytesIO(data)) as im:
             mode, (w, h) = im.mode, im.size
+            if w * h > max_pixels:
+                return "too_many_pixels", f"{w}x{h} pixels exceeds validate.max_image_pixels={max_pixels:,}", mode, w, h
             im.load()  # decodes every byte: a truncated file fails here, not in the middle of training
+    except Image.DecompressionBombError as exc:
+        return "too_many_pixels", f"{exc}", "", 0, 0
     except UnidentifiedImageError:
         return "unreadable", "not an image format Pillow can read", "", 0, 0
     except (OSError, SyntaxError, ValueError) as exc:
@@ -90,19 +137,22 @@ def processor_side(processor, default: int = 224) -> int:
 
 
 def read_image_folder(root: Path) -> pd.DataFrame:
-    """ImageFolder layout: root/<class>/<image>; non-image files are ignored, hidden folders too."""
-    rows = [(str(p), p.parent.name) for p in sorted(root.glob("*/*"))
-            if p.is_file() and p.suffix.lower() in SUFFIXES and not p.parent.name.startswith(".")]
+    """ImageFolder layout: root/<class>/<image>, as paths relative to root; non-image files are ignored, hidden
+    folders too."""
+    rows = [(str(p.relative_to(root)), p.parent.name) for p in sorted(root.glob("*/*"))
+            if p.suffix.lower() in SUFFIXES and not p.parent.name.startswith(".")]
     if not rows:
         raise DataFileError(f"{root}: no images found in class folders (expected {root}/<class>/<image>)")
     return pd.DataFrame(rows, columns=[PATH, LABEL])
 
 
-def read_bytes(path: str) -> Optional[bytes]:
-    try:
-        return Path(path).read_bytes()
-    except OSError:
-        return None
+def with_images(df: pd.DataFrame, folder: Path, max_bytes: Optional[int]) -> pd.DataFrame:
+    """Each row's image bytes read from its path (relative to `folder`), or the rule that refused it; the path
+    column then names the file as a person finds it."""
+    found = [read_image_file(Path(str(p)), folder, max_bytes) for p in df[PATH]]
+    return df.assign(**{IMAGE: [f[0] for f in found], READ_RULE: [f[1] for f in found],
+                        READ_DETAIL: [f[2] for f in found],
+                        PATH: [str(folder / str(p)) for p in df[PATH]]})
 
 
 class ImageKind(RowLabelKind):
@@ -121,21 +171,18 @@ class ImageKind(RowLabelKind):
         if not cfg.path:
             from tasks.kinds.image_default import default_image_frame
 
-            return self.canonical(default_image_frame())
+            return number_rows(default_image_frame().assign(**{READ_RULE: "", READ_DETAIL: ""}))
         return self.read_file(Path(cfg.path), cfg)
 
     def read_file(self, path: Path, cfg) -> pd.DataFrame:
+        """A folder per class, or a table of image paths relative to the table's own folder (nothing outside it)."""
         if path.is_dir():
-            return self.canonical(read_image_folder(path))
+            return number_rows(with_images(read_image_folder(path), path, cfg.max_image_bytes))
         df = read_table(path, "auto", cfg.encoding, cfg.delimiter, cfg.max_bytes, cfg.max_rows)
-        df = rename_to_canonical(df, {cfg.image_column: PATH, cfg.label_column: LABEL}, also=(IMAGE,))
-        if PATH in df.columns:  # paths are relative to the table's own folder
-            df[PATH] = [str(p) if Path(str(p)).is_absolute() else str(path.parent / str(p)) for p in df[PATH]]
-        return self.canonical(df)
-
-    def canonical(self, df: pd.DataFrame) -> pd.DataFrame:
-        if IMAGE not in df.columns and PATH in df.columns:  # the embedded default comes with its bytes
-            df = df.assign(**{IMAGE: [read_bytes(p) for p in df[PATH]]})
+        df = rename_to_canonical(df, {cfg.image_column: PATH, cfg.label_column: LABEL},
+                                 also=(IMAGE, READ_RULE, READ_DETAIL))
+        if PATH in df.columns:
+            df = with_images(df, path.parent, cfg.max_image_bytes)
         return number_rows(df)
 
     def source_label(self, cfg) -> str:
@@ -149,10 +196,13 @@ class ImageKind(RowLabelKind):
         return input_and_label(cfg, labelled, (PATH, "image_column"), (LABEL, "label_column"))
 
     def row_rules(self, df, data_cfg, cfg, allowed, labelled, mark) -> dict:
-        found = pd.DataFrame([inspect(b, cfg.min_image_side) for b in df[IMAGE]], index=df.index,
-                             columns=["rule", "detail", "mode", "width", "height"])
         where = " (" + df[PATH].astype(str) + ")"
-        for rule in ("missing_file", "unreadable", "truncated", "tiny_image"):
+        for rule in READ_RULES:  # refused before a byte was read: outside the folder, not a file, too large
+            mark(df[READ_RULE] == rule, rule, df[READ_DETAIL] + where)
+        found = pd.DataFrame([inspect(b, cfg.min_image_side, cfg.max_image_pixels) if r == "" else
+                              (r, "", "", 0, 0) for b, r in zip(df[IMAGE], df[READ_RULE])], index=df.index,
+                             columns=["rule", "detail", "mode", "width", "height"])
+        for rule in ("missing_file", "unreadable", "truncated", "too_many_pixels", "tiny_image"):
             mark(found["rule"] == rule, rule, found["detail"] + where)
         label = self.label_rules(df, data_cfg.label_column, allowed, labelled, mark, where)
         other_mode = (found["mode"] != "RGB") & (found["rule"] == "")
@@ -165,6 +215,9 @@ class ImageKind(RowLabelKind):
             mark.duplicates(digest, "duplicate_image", "same image bytes as row {first}")
         modes = found.loc[other_mode & mark.live, "mode"].value_counts()
         return {"converted_modes": {str(k): int(v) for k, v in modes.items()}} if cfg.image_mode_action == "convert" else {}
+
+    def clean(self, accepted: pd.DataFrame, labelled: bool) -> pd.DataFrame:
+        return super().clean(accepted.drop(columns=[READ_RULE, READ_DETAIL], errors="ignore"), labelled)
 
     def profile_report(self, accepted: pd.DataFrame) -> dict:
         sizes = pd.DataFrame([inspect(b, 1)[3:] for b in accepted[IMAGE]], columns=["width", "height"])
@@ -269,23 +322,23 @@ class ImageKind(RowLabelKind):
 
     # --- serving and monitoring --------------------------------------------------------------------------------
     def read_predict_input(self, path: Path, column: Optional[str]) -> pd.DataFrame:
-        """A folder of images (any depth), or a CSV/Parquet/JSONL with an image path column."""
+        """A folder of images (any depth), or a CSV/Parquet/JSONL with an image path column (paths relative to it)."""
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
-            df = pd.DataFrame({PATH: [str(p) for p in files]})
+            folder = path
+            df = pd.DataFrame({PATH: [str(p.relative_to(path)) for p in sorted(path.rglob("*"))
+                                      if p.suffix.lower() in SUFFIXES and not p.is_dir()]})
         else:
+            folder = path.parent
             df, column = read_input_table(path, [column or IMAGE], "image")
-            if not len(df.columns):
-                df = pd.DataFrame({PATH: pd.Series(dtype=str)})
-            else:
-                df = df.assign(**{PATH: [str(p) if Path(str(p)).is_absolute() else str(path.parent / str(p))
-                                         for p in df[column]]})
-        images = [read_bytes(p) for p in df[PATH]]
-        bad = [(p, inspect(b, 1)) for p, b in zip(df[PATH], images) if inspect(b, 1)[0]]
+            df = df.assign(**{PATH: df[column].astype(str)}) if len(df.columns) else pd.DataFrame({PATH: []})
+        df = with_images(df, folder, DEFAULT_MAX_BYTES)
+        checked = [(p, (r, d) if r else inspect(b, 1)[:2]) for p, b, r, d in
+                   zip(df[PATH], df[IMAGE], df[READ_RULE], df[READ_DETAIL])]
+        bad = [(p, why) for p, why in checked if why[0]]
         if bad:
-            path_, (rule, detail, *_) = bad[0]
+            path_, (rule, detail) = bad[0]
             raise DataFileError(f"{path_}: {detail} (rule: {rule}); {len(bad)} of {len(df)} images cannot be read")
-        out = df.assign(**{IMAGE: images})
+        out = df.drop(columns=[READ_RULE, READ_DETAIL])
         out.attrs["internal"] = [IMAGE]
         return out
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,9 +22,9 @@ from typing import Iterable, Optional
 import pandas as pd
 
 from tasks import checks
-from tasks.config import DataConfig, ValidateConfig
+from tasks.config import BATCH_ID, DataConfig, ValidateConfig
 from tasks.files.digest import file_sha256
-from tasks.files.tables import DataFileError, csv_text, write_parquet, write_text
+from tasks.files.tables import DataFileError, spreadsheet_csv, write_parquet, write_text
 from tasks.kinds import get_kind
 from tasks.kinds.base import ORIGIN, ROW, Kind, is_labelled
 from tasks.registry.store import now
@@ -64,6 +65,8 @@ class BatchStore:
         return [BatchInfo(**json.loads(m.read_text(encoding="utf-8"))) for m in metas]
 
     def get(self, batch_id: str) -> BatchInfo:
+        if not re.fullmatch(BATCH_ID, batch_id):  # an id is joined into a path: only what ingest names a batch
+            raise BatchRejected(f"{batch_id!r} is not a batch id (b<NNNN>-<8 hex digits>)")
         meta = self.root / batch_id / "meta.json"
         if not meta.exists():
             raise FileNotFoundError(f"batch {batch_id!r} is not in {self.root}")
@@ -115,7 +118,7 @@ class BatchStore:
         tmp = self.root / f".{batch_id}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         write_parquet(outcome.accepted, tmp / BATCH_FILE)
-        write_text(csv_text(outcome.quarantine), tmp / "quarantine.csv")
+        write_text(spreadsheet_csv(outcome.quarantine), tmp / "quarantine.csv")
         write_text(outcome.report.to_json(), tmp / "validation.json")
         write_text(json.dumps(asdict(info), indent=2) + "\n", tmp / "meta.json")
         os.replace(tmp, self.root / batch_id)  # all or nothing

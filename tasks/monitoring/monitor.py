@@ -30,6 +30,7 @@ class BatchOutcome:
     decision: Optional[Decision] = None
     report_html: Optional[str] = None
     report_json: Optional[str] = None
+    failed: bool = False  # reading or checking it crashed (the drop file went to failed/)
 
 
 def production_reference(registry: Registry) -> tuple[pd.DataFrame, Optional[float]]:
@@ -69,7 +70,8 @@ def check_batch(params: Params, store: BatchStore, registry: Registry, batch: Ba
     payload = {"batch": batch.__dict__, "production_version": registry.production_version(),
                "summary": summary.to_dict(), "decision": decision.__dict__}
     write_text(json.dumps(payload, indent=2, default=str) + "\n", out / "drift.json")
-    return BatchOutcome(batch.source, batch, None, summary, decision, str(out / "drift.html"), str(out / "drift.json"))
+    return BatchOutcome(batch.source, batch, summary=summary, decision=decision, report_html=str(out / "drift.html"),
+                        report_json=str(out / "drift.json"))
 
 
 def stored_unchecked(store: BatchStore, reports_dir: Path, file: Path) -> Optional[BatchInfo]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from tasks.orchestration.signals import child_group, stopping
+
 STAGES = ("prepare", "validate", "preprocess", "train", "evaluate", "reference")
 USER_ERROR_EXIT = 2  # what the tuneline CLI exits with for bad params or bad data (not worth retrying)
 
@@ -72,10 +74,14 @@ def _stream(cmd: list[str], cwd: Path, on_line: Optional[LineListener] = None,
 
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     pending = ""
-    with subprocess.Popen(cmd, cwd=cwd, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+    # Its own session: a terminal's Ctrl-C reaches tuneline only, which stops this child itself (signals.py).
+    with subprocess.Popen(cmd, cwd=cwd, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          start_new_session=True) as proc, child_group(proc.pid):
         assert proc.stdout is not None
         while chunk := os.read(proc.stdout.fileno(), 1 << 16):
             text = decoder.decode(chunk)
+            if stopping():
+                continue  # a stopped run's last words (DVC's "failed to reproduce") are not the user's news
             sys.stdout.write(text)
             sys.stdout.flush()
             pending += text
@@ -131,11 +137,13 @@ def dvc_add_alongside(path: str | Path, project_dir: str | Path = "."):
     hashing); at the end of the block it is waited for, and its failure raised. DVC's default cache copies files,
     so the block may read PATH meanwhile."""
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "add", "--quiet", str(path)], cwd=project_dir,
-                            env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        yield
-    finally:
-        output, _ = proc.communicate()
+                            env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    with child_group(proc.pid):
+        try:
+            yield
+        finally:
+            output, _ = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"dvc add {path} failed:\n{output[-4000:]}")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from tasks.orchestration.pipeline import run_dvc, tool_env
+from tasks.orchestration.server_slot import confirm_slots
 
 
 class StorageError(RuntimeError):
@@ -22,6 +23,8 @@ def add_remote(project_dir: str | Path, url: str, name: str = "storage", endpoin
     """`dvc remote add --default NAME URL` (replacing one of that name), plus the endpoint of an S3-compatible
     store that is not AWS (MinIO, Ceph, moto, ...). Credentials come from the usual AWS variables or files."""
     run_dvc(["remote", "add", "--force", "--default", name, url], project_dir, capture=True)
+    # DVC re-hashes what it downloads and refuses a file whose hash differs from the .dvc/dvc.lock record.
+    run_dvc(["remote", "modify", name, "verify", "true"], project_dir, capture=True)
     if endpoint_url:
         run_dvc(["remote", "modify", name, "endpointurl", endpoint_url], project_dir, capture=True)
 
@@ -39,6 +42,7 @@ def push(project_dir: str | Path) -> Optional[str]:
     remote = default_remote(project_dir)
     if remote is None:
         return None
+    confirm_slots()  # a flow run that lost its server-wide slot never pushes
     out = run_dvc(["push"], project_dir, capture=True).strip().splitlines()
     return f"dvc push -> {remote}: {out[-1] if out else 'done'}"
 

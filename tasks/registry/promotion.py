@@ -21,7 +21,8 @@ from tasks.kinds.base import SOURCE_ORIGIN, Kind, raw_rows, read_split
 from tasks.metrics import baseline_of, scores_by_origin
 from tasks.registry import gate, lineage
 from tasks.registry.card import model_card
-from tasks.registry.store import REFERENCE_FILE, Registry, now, weights_sha256
+from tasks.files.weights import weight_file_hashes, weights_sha256
+from tasks.registry.store import REFERENCE_FILE, Registry, now
 
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "weighted_f1", "per_class", "expected_calibration_error")
@@ -97,6 +98,7 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
                                f"v{parent} restores the previous one)")
     record = {
         "version": registry.next_version(), "created": now(), "parent": parent, "weights_sha256": fingerprint,
+        "weights_files": weight_file_hashes(Path(candidate_dir)),
         "kind": kind.name, "base_model": params.train.model if params.train.model != "default" else
         f"{kind.default_model_description()} (packaged: {Path(resolve_model('default', kind)).name})",
         "data_source": kind.source_label(params.data), "data": lineage.data_hashes(project_dir),

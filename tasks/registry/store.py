@@ -18,16 +18,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from tasks.files.digest import files_sha256
+from tasks.files.failpoints import failpoint
+from tasks.files.tables import fsync_file, write_text
+from tasks.files.weights import verify_weights
 
 VERSION_PREFIX = "v"
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 REFERENCE_FILE = "reference_profile.parquet"  # in each version: what monitoring compares new batches with
 
 
@@ -35,11 +35,20 @@ class RegistryError(ValueError):
     pass
 
 
-def weights_sha256(model_dir: Path) -> str:
-    """sha256 over the weight files (names and bytes, in name order): the same model retrained bit-for-bit (or not
-    retrained) has the same print, and a changed byte changes it."""
-    files = [p for pattern in WEIGHT_PATTERNS for p in sorted(Path(model_dir).glob(pattern))]
-    return files_sha256(files, with_names=True)
+def fsync_tree(folder: Path) -> None:
+    """Every file below `folder`, then the folder itself, flushed to disk (before a rename publishes it)."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            fsync_file(path)
+    fsync_dir(folder)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def version_name(version: int) -> str:
@@ -50,13 +59,6 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-FAILPOINT = "TUNELINE_FAILPOINT"  # tests: the name of a step at which this process kills itself (SIGKILL)
-
-
-def failpoint(name: str) -> None:
-    """Where a crash is injected in tests (a real SIGKILL: no cleanup, no finally blocks)."""
-    if os.environ.get(FAILPOINT) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,10 @@ class Registry:
     @property
     def events_file(self) -> Path:
         return self.root / "events.jsonl"
+
+    @property
+    def orphans_dir(self) -> Path:
+        return self.root / "orphans"
 
     def events(self) -> list[dict]:
         if not self.events_file.exists():
@@ -123,8 +129,8 @@ class Registry:
         done = []
         if self.events_file.exists():
             text = self.events_file.read_text(encoding="utf-8")
-            if text and not text.endswith("\n"):
-                self.events_file.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+            if text and not text.endswith("\n"):  # rewritten aside, then renamed: a crash here loses nothing
+                write_text(text[: text.rfind("\n") + 1], self.events_file)
                 done.append("dropped a half-written last event")
         for tmp in [*self.versions_dir.glob(".v*.tmp-*"), *self.production.parent.glob(f".{self.production.name}.tmp-*")]:
             shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
@@ -140,9 +146,12 @@ class Registry:
                 self.append_event({"event": "promoted", "time": now(), "version": version, "record": record,
                                    "repaired": True})
                 done.append(f"completed the interrupted promotion of v{version} (production was already on it)")
-            else:  # production never switched to it: undo
-                shutil.rmtree(directory)
-                done.append(f"undid the interrupted promotion of v{version} (production stayed on v{current})")
+            else:  # not in the log and not production: set aside, never deleted (the log may be what was lost)
+                self.orphans_dir.mkdir(parents=True, exist_ok=True)
+                target = self.orphans_dir / f"{directory.name}-{now().replace(':', '')}"
+                os.replace(directory, target)
+                done.append(f"moved v{version}, which events.jsonl does not list, to {target} (production stayed on "
+                            f"v{current}; an interrupted promotion, or a lost log: nothing was deleted)")
         wanted = self.production_from_events()
         if current is None and wanted is not None and not self.production.exists():
             # A fresh clone after `dvc pull`: the link is machine-local (not versioned); the event log says where.
@@ -170,8 +179,10 @@ class Registry:
         for name, source in (extra or {}).items():  # e.g. the reference profile that monitoring compares against
             shutil.copy2(source, tmp / name)
         (tmp / "record.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        fsync_tree(tmp)
         failpoint("version-copied")
         os.replace(tmp, final)
+        fsync_dir(self.versions_dir)
         return final
 
     def switch_production(self, version: int) -> None:
@@ -184,6 +195,7 @@ class Registry:
         link.unlink(missing_ok=True)
         link.symlink_to(os.path.relpath(target, self.production.parent))
         os.replace(link, self.production)
+        fsync_dir(self.production.parent)
 
     def promote(self, candidate_dir: Path, record: dict, card: str, extra: Optional[dict[str, Path]] = None) -> None:
         self.stage_version(candidate_dir, record, card, extra)
@@ -202,6 +214,7 @@ class Registry:
             promoted = sorted(v for v, r in known.items() if r["decision"]["promoted"])
             raise RegistryError(f"version {version} cannot be restored; promoted versions: {promoted or 'none'}")
         previous = self.production_version()
+        verify_weights(self.version_dir(version))
         self.switch_production(version)
         self.append_event({"event": "rolled_back", "time": now(), "version": version, "from_version": previous})
         return version

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from tasks.config import TrainConfig
 from tasks.engine import checkpoint, distributed
@@ -57,7 +57,8 @@ def log_metrics(metrics_dir: str | Path, result: TrainResult) -> None:
 
 def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metrics_dir: str | Path,
         checkpoint_dir: Optional[str | Path] = None, on_step_end: Optional[StepCallback] = None,
-        kind: Kind | str = "text-classification") -> TrainResult:
+        kind: Kind | str = "text-classification",
+        stop_requested: Optional[Callable[[], bool]] = None) -> TrainResult:
     kind = get_kind(kind)
     processed = Path(processed_dir)
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
@@ -67,7 +68,7 @@ def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metr
     train = kind.split(train_frame, processor, cfg)
     validate = validator(kind, read_split(processed / "val.parquet"), processor, labels)
     ck = checkpoint_file(cfg, processed, checkpoint_dir)
-    best_state, result = fit(model, train, validate, cfg, ck, on_step_end)
+    best_state, result = fit(model, train, validate, cfg, ck, on_step_end, stop_requested)
     result.model_dir = str(model_dir)
     if not distributed.is_main():
         return result

@@ -11,7 +11,7 @@ import pandas as pd
 
 from tasks.checks import ValidationReport, check
 from tasks.config import DataConfig, ValidateConfig
-from tasks.files.tables import csv_text, write_parquet, write_text
+from tasks.files.tables import spreadsheet_csv, write_parquet, write_text
 from tasks.kinds.base import Kind
 
 
@@ -19,6 +19,6 @@ def run(data_cfg: DataConfig, cfg: ValidateConfig, raw: str | Path, output: str 
         report_path: str | Path, source: str, kind: Kind | str = "text-classification") -> ValidationReport:
     outcome = check(pd.read_parquet(raw), data_cfg, cfg, source, kind=kind)  # raises before any output is written
     write_parquet(outcome.accepted, output)
-    write_text(csv_text(outcome.quarantine), quarantine)
+    write_text(spreadsheet_csv(outcome.quarantine), quarantine)
     write_text(outcome.report.to_json(), report_path)
     return outcome.report
