@@ -210,3 +210,14 @@ def test_stop_never_kills_a_process_it_did_not_start(tmp_path):
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_credentials_in_urls_never_reach_the_terminal(tmp_path, tiny_model_dir):
+    from tasks.redaction import redact
+
+    assert redact("https://user:pa55@git.example.com/x.git?access_token=abc&ref=main") == \
+        "https://***@git.example.com/x.git?access_token=***&ref=main"
+    assert redact("Authorization: Bearer eyJ.abc.def and ghp_" + "a" * 36) == "Authorization: Bearer *** and ***"
+    project = make_project(tmp_path / "p", tiny_params(tiny_model_dir))
+    added = tuneline(project, tool_env(), "remote", "add", "https://reader:pa55word@store.example/data")
+    assert "pa55word" not in added.stdout + added.stderr and "https://***@store.example/data" in added.stdout

@@ -30,26 +30,22 @@ def kind_params(kind: str, tmp: Path, tiny_model_dir: Path, tiny_resnet_dir: Pat
                        preprocess={"image_size": 32}, train={"learning_rate": 3e-3, "epochs": 2}, control=API_KEYS)
 
 
-@pytest.fixture(scope="module")
-def served(prefect_env, tmp_path_factory):
-    """The deployments, served once; each run names its own project_dir."""
-    root = tmp_path_factory.mktemp("serve")
-    log = root / "serve.log"
-    proc = serving.start_serving(root, log, prefect_env)
-    try:
-        wait_for_deployments(root, prefect_env, ["training/default"], proc, log)
-        yield prefect_env, log
-    finally:
-        serving.terminate(proc)
-
-
 @pytest.mark.parametrize("kind", ["token-classification", "image-classification"])
-def test_kind_runs_through_dvc_prefect_gate_registry_and_predict(served, tmp_path, tiny_model_dir, tiny_resnet_dir,
-                                                                  kind):
+def test_kind_runs_through_dvc_prefect_gate_registry_and_predict(prefect_env, tmp_path, tiny_model_dir,
+                                                                  tiny_resnet_dir, kind):
     from transformers import pipeline
 
-    env, log = served
+    env, log = prefect_env, tmp_path / "serve.log"
     project = make_project(tmp_path / "p", kind_params(kind, tmp_path, tiny_model_dir, tiny_resnet_dir))
+    # The project's deployments (a deployment's project_dir is fixed when it is made), serving while dvc runs.
+    serve = serving.start_serving(project, log, env)
+    try:
+        kind_end_to_end(project, env, log, serve, kind, tmp_path, pipeline)
+    finally:
+        serving.terminate(serve)
+
+
+def kind_end_to_end(project: Path, env: dict, log: Path, serve, kind: str, tmp_path: Path, pipeline) -> None:
     first = dvc(project, "repro")
     assert sorted(ran_stages(first.stdout)) == sorted(ALL), first.stdout
     assert ran_stages(dvc(project, "repro").stdout) == []
@@ -61,10 +57,10 @@ def test_kind_runs_through_dvc_prefect_gate_registry_and_predict(served, tmp_pat
     assert dvc_clean(project)  # the promotion versioned the registry (dvc add)
 
     # The deployment, with the kind as an override (and one more epoch, so there is something to redo).
+    wait_for_deployments(project, env, ["training/default"], serve, log)
     overrides = json.dumps({"task.kind": kind, "train.epochs": 3})
     run = sh(sys.executable, "-m", "prefect", "deployment", "run", "training/default", "--watch", "--watch-timeout",
-             "400", "--param", f"project_dir={project}", "--param", f"overrides={overrides}", cwd=project, env=env,
-             check=False, timeout=450)
+             "400", "--param", f"overrides={overrides}", cwd=project, env=env, check=False, timeout=450)
     assert run.returncode == 0 and "Completed" in run.stdout, run.stdout + run.stderr + log.read_text()[-3000:]
     shown = flow_run_artifacts(env, created_flow_run_id(run.stdout))
     assert shown["promotion-decision"].startswith("# Candidate v2: PROMOTED")
@@ -108,14 +104,15 @@ def dvc_clean(project: Path) -> bool:
 
 
 def a_batch(project: Path, kind: str, tmp: Path) -> Path:
-    """A small batch of new rows of the kind, as a user would drop it."""
+    """A batch of new rows of the kind (enough to pass validate.min_rows), as a user would drop it."""
     if kind == "token-classification":
         batch = tmp / "batch.jsonl"
-        pd.DataFrame({"tokens": [["Anna", "flew", "home"], ["nothing", "here"]],
-                      "tags": [["B-person", "O", "O"], ["O", "O"]]}).to_json(batch, orient="records", lines=True)
+        pd.DataFrame({"tokens": [[f"Anna{i}", "flew", "home", f"day{i}"] for i in range(24)],
+                      "tags": [["B-person", "O", "O", "O"]] * 24}).to_json(batch, orient="records", lines=True)
         return batch
     batch = tmp / "images" / "batch.csv"  # paths relative to the table's folder
-    pd.DataFrame({"image": ["red/0.png", "blue/1.png"], "sentiment": ["red", "blue"]}).to_csv(batch, index=False)
+    rows = [(f"{colour}/{i}.png", colour) for colour in ("red", "green", "blue") for i in range(8)]
+    pd.DataFrame(rows, columns=["image", "sentiment"]).to_csv(batch, index=False)
     return batch
 
 

@@ -49,9 +49,10 @@ def test_monitoring_deployment_takes_a_dropped_batch_and_its_drift_event_trigger
         wait_for(lambda: len(registry_records(project)) == 2, 420, "the triggered retraining to gate v2")
         assert load_params(project / "params.yaml").data.batches == [batch_dir.name]
 
-        def retraining_runs() -> list[dict]:
-            return json.loads(sh(sys.executable, "-m", "prefect", "flow-run", "ls", "--flow-name", "retraining",
+        def retraining_runs() -> list[dict]:  # this project's (the session's server serves other tests too)
+            runs = json.loads(sh(sys.executable, "-m", "prefect", "flow-run", "ls", "--flow-name", "retraining",
                                  "--output", "json", cwd=project, env=prefect_env).stdout)
+            return [r for r in runs if (r.get("parameters") or {}).get("project_dir") == str(project.resolve())]
 
         # After the gate the run still pushes (when a DVC remote is set) and releases its slot: wait for its end.
         wait_for(lambda: [r["state_type"] for r in retraining_runs()] not in (["RUNNING"], ["PENDING"]), 120,

@@ -37,7 +37,9 @@ def test_flow_run_leaves_dvc_clean_and_dvc_repro_leaves_flow_nothing(prefect_env
 
 
 def test_deployment_run_completes_against_real_server(prefect_env, tmp_path, tiny_model_dir):
-    project = make_project(tmp_path / "deployed", tiny_params(tiny_model_dir))
+    # The project's owner lets runs started through the API choose the strategy (control.override_keys).
+    allowed = {"override_keys": ["train.epochs", "train.strategy"]}
+    project = make_project(tmp_path / "deployed", tiny_params(tiny_model_dir, control=allowed))
     # Progress bars on (the suite turns them off elsewhere): the UI's progress artifacts are made from them.
     env = {k: v for k, v in prefect_env.items() if k != "TQDM_DISABLE"}
     serve = serving.start_serving(project, tmp_path / "serve.log", env)

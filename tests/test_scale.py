@@ -179,13 +179,16 @@ def wait_final(env: dict, flow_run_id: str, logs: list[Path], timeout: float = 4
 
 def test_workers_run_deployments_from_a_postgresql_server_one_retraining_at_a_time(postgres_prefect, tmp_path,
                                                                                      tiny_model_dir):
-    """Two clones of one repository (as on two machines: no shared disk lock), deployed to one process work pool
-    with `tuneline deploy`, and two separately started workers. Two retraining runs started at once: one takes the
-    server-wide limit and completes (its artifacts readable through the API, its row in PostgreSQL); the other ends
-    saying the project is busy."""
+    """Two clones of one repository sharing a DVC remote (as on two machines: no shared disk lock), deployed to one
+    process work pool with `tuneline deploy`, and two separately started workers. Two retraining runs started at
+    once: one takes the server-wide slot and completes (its artifacts readable through the API, its row in
+    PostgreSQL); the other ends saying the project is busy."""
     env, pg = postgres_prefect
     assert pg.sql("select version();").startswith("PostgreSQL ")
     origin = git_project(tmp_path / "origin", tiny_params(tiny_model_dir, train={"epochs": 3}))
+    # What the two machines share is their DVC remote (data, models, registry): so they share one slot.
+    tuneline(origin, env, "remote", "add", str(tmp_path / "shared-store"))
+    sh("git", "commit", "-qam", "the team's DVC remote", cwd=origin)
     clones = []
     for name in ("a", "b"):
         clone = tmp_path / name
@@ -206,7 +209,7 @@ def test_workers_run_deployments_from_a_postgresql_server_one_retraining_at_a_ti
             serving.terminate(worker)
     assert [s["type"] for s in states] == ["COMPLETED", "COMPLETED"]
     busy = [s for s in states if "the project is busy" in (s.get("message") or "")]
-    assert len(busy) == 1 and "server-wide limit 'tuneline-" in busy[0]["message"], states
+    assert len(busy) == 1 and "holds the server-wide slot 'tuneline-" in busy[0]["message"], states
     versions = [len(json.loads("[" + ",".join((c / "models/registry/events.jsonl").read_text().split("\n")[:-1]) + "]"))
                 if (c / "models/registry/events.jsonl").exists() else 0 for c in clones]
     assert sorted(versions) == [0, 1]  # one new version in all, not two

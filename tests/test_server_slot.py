@@ -58,9 +58,15 @@ def test_clones_of_one_remote_share_the_slot_unrelated_clones_do_not_and_a_kille
     assert limit_name(a) == limit_name(b) != limit_name(c)
     holder = hold_in_another_process(a, api)
     try:
-        with pytest.raises(ProjectBusy, match=r"`a test holder` \(PID \d+ on .*\) holds the server-wide slot"):
-            with server_slot(b, 0):
-                pass
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with_credentials = api["PREFECT_API_URL"].replace("http://", "http://ops:hunter2@")
+        with temporary_settings({PREFECT_API_URL: with_credentials}):  # a URL that carries a password
+            with pytest.raises(ProjectBusy, match=r"`a test holder` \(PID \d+ on .*\) holds the server-wide slot") \
+                    as busy:
+                with server_slot(b, 0):
+                    pass
+        assert "hunter2" not in str(busy.value) and "http://***@127.0.0.1" in str(busy.value)
         with server_slot(c, 0):  # an unrelated project is never "busy" because of a's run
             pass
         assert read_holder(limit_name(a)).pid == holder.pid

@@ -10,6 +10,14 @@ from tasks.cli.output import say, user_errors
 from tasks.config import load_params
 
 stage = typer.Typer(help="Pipeline stages (what dvc.yaml runs).", no_args_is_help=True)
+
+
+@stage.callback()
+def stage_process() -> None:
+    """Every stage stops when the `dvc repro` that runs it dies (a killed run leaves no stage running unowned)."""
+    from tasks.orchestration.signals import die_with_parent
+
+    die_with_parent()
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params file")
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from tasks.orchestration.signals import child_group, stopping
+from tasks.orchestration.signals import child_group, die_with_parent, stopping
 
 STAGES = ("prepare", "validate", "preprocess", "train", "evaluate", "reference")
 USER_ERROR_EXIT = 2  # what the tuneline CLI exits with for bad params or bad data (not worth retrying)
@@ -75,8 +75,9 @@ def _stream(cmd: list[str], cwd: Path, on_line: Optional[LineListener] = None,
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     pending = ""
     # Its own session: a terminal's Ctrl-C reaches tuneline only, which stops this child itself (signals.py).
+    # It also dies with tuneline (kill -9 included): its stage then stops at a safe point (die_with_parent).
     with subprocess.Popen(cmd, cwd=cwd, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          start_new_session=True) as proc, child_group(proc.pid):
+                          start_new_session=True, preexec_fn=die_with_parent) as proc, child_group(proc.pid):
         assert proc.stdout is not None
         while chunk := os.read(proc.stdout.fileno(), 1 << 16):
             text = decoder.decode(chunk)
