@@ -210,6 +210,25 @@ class SweepConfig(_Strict):
         return self
 
 
+class ServeConfig(_Strict):
+    """The model server (`tuneline serve-model`): LitServe with dynamic batching in front of the production model."""
+    host: Literal["127.0.0.1", "0.0.0.0", "::"] = Field(
+        "127.0.0.1", description="127.0.0.1 = this machine only; another address needs TUNELINE_SERVE_TOKEN")
+    port: int = Field(8000, ge=1024, le=65535)
+    workers: int = Field(1, ge=1, description="inference worker processes (each loads the model, each hot-swaps)")
+    api_servers: Optional[int] = Field(None, ge=1, description="HTTP server processes; null = one per worker")
+    max_batch_size: int = Field(16, ge=1, description="requests a worker groups into one model call")
+    batch_timeout_ms: float = Field(10.0, ge=0, description="how long a worker waits to fill a batch")
+    max_body_bytes: int = Field(10_000_000, ge=1, description="larger request bodies get 413")
+    max_rows_per_request: int = Field(64, ge=1, description="more inputs in one request get 413")
+    max_text_chars: int = Field(10_000, ge=1, description="a longer text gets 413")
+    max_image_pixels: int = Field(25_000_000, ge=1, description="an image with more pixels gets 413 (header only)")
+    log_share: float = Field(1.0, ge=0, le=1, description="share of requests logged as traffic; 0 = off")
+    rotate_rows: int = Field(1000, ge=1, description="a traffic file goes to the drop folder at this many rows ...")
+    rotate_minutes: float = Field(60.0, gt=0, description="... or this old, as a batch monitoring checks")
+    reload_check_s: float = Field(1.0, gt=0, description="how often each worker looks for a new production model")
+
+
 # A run started through the Prefect API may change only these params (control.override_keys); never these groups.
 NEVER_OVERRIDDEN = ("promote.", "validate.", "control.")
 BUDGET_KEYS = ["train.epochs", "train.max_epochs", "train.learning_rate", "train.batch_size",
@@ -243,6 +262,7 @@ class Params(_Strict):
     retrain: RetrainConfig = RetrainConfig()
     sweep: SweepConfig = SweepConfig()
     control: ControlConfig = ControlConfig()
+    serve: ServeConfig = ServeConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -48,6 +48,12 @@ class Predictor:
         return self.kind.predict(self.model, self.processor, frame, self.labels, self.batch_size, self.device,
                                  embeddings=embeddings, desc=desc, max_length=self.max_length)
 
+    def answer(self, frame: pd.DataFrame) -> list[dict]:
+        """Per row, the JSON answer the model server returns (the kind's `answers`, from the same predictions as
+        `tuneline predict`)."""
+        frame = frame.reset_index(drop=True)
+        return self.kind.answers(self.predict(frame, desc="serve"), self.labels, frame)
+
     def probabilities(self, texts: list[str], desc: str = "predict") -> np.ndarray:
         """Per-row class probabilities for texts (text classification)."""
         return self.predict(pd.DataFrame({"text": texts}), desc=desc).unit_probs

@@ -281,6 +281,25 @@ def serve_cmd(project_dir: Path = PROJECT,
                          deployments=deployments)
 
 
+@app.command("serve-model")
+@user_errors
+def serve_model_cmd(project_dir: Path = PROJECT,
+                    host: Optional[str] = typer.Option(None, help="127.0.0.1 | 0.0.0.0 | :: (default serve.host); "
+                                                                  "beyond loopback needs TUNELINE_SERVE_TOKEN"),
+                    port: Optional[int] = typer.Option(None, help="default serve.port"),
+                    follow_remote: Optional[float] = typer.Option(
+                        None, help="pull the registry from the default DVC remote every this many seconds (replicas "
+                                   "on other machines swap when a promotion is pushed)")):
+    """Serve the production model over HTTP (LitServe, dynamic batching): POST /predict, /feedback; GET /health,
+    /ready, /metrics, /docs. Hot-swaps on promotion, rollback and pull; logs its traffic for monitoring."""
+    from tasks.serving import server
+
+    params = load_params(project_dir / "params.yaml")
+    say(f"model server for {project_dir.resolve() / 'models/production'} on "
+        f"http://{host or params.serve.host}:{port or params.serve.port} (docs: /docs; Ctrl-C stops it)")
+    server.serve(project_dir, params, host, port, follow_remote)
+
+
 @app.command("deploy")
 @user_errors
 def deploy_cmd(pool: str = typer.Option("tuneline", help="a process work pool (created if missing)"),

@@ -7,7 +7,9 @@ kind it is. A kind has two roles, as Lightning splits a data module from a model
   into model inputs (`read_source` ... `encode`);
 - model: its transformers auto class (as a `transformers.pipeline` task name pairs with an `AutoModelFor*` class),
   its default model, the split the engine trains on, predictions, metrics, baseline, prediction output and drift
-  profile (`auto_class` ... `profile`).
+  profile (`auto_class` ... `profile`);
+- serving: a request's inputs checked and made rows, the JSON answers, and logged traffic written back as a batch
+  file (`request_input` ... `write_batch`).
 
 Every method below is abstract: a kind states each one, with these signatures (tests/test_kinds.py checks that they
 match). What one-label-per-row kinds share lives in `labelled.py`; what every kind shares is a plain function here.
@@ -35,6 +37,21 @@ SOURCE_ORIGIN = "source"
 LABEL = "label"
 PRED, CONFIDENCE = "predicted_label", "confidence"  # profile columns every kind fills (drift)
 EMB_PREFIX = "emb_"
+
+
+class BadInput(ValueError):
+    """A request input the model server refuses: an HTTP status (400, 413, 422) and a message naming the field and,
+    for a limit, the setting."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    max_text_chars: int
+    max_image_pixels: int
 
 
 class RowMarker(Protocol):
@@ -199,6 +216,24 @@ class Kind(ABC):
     def profile(self, predicted: Predicted, frame: pd.DataFrame, labels: list[str], processor: Any) -> pd.DataFrame:
         """Drift profile rows: [text], descriptors, [label], predicted_label, confidence, emb_*."""
 
+    # --- serving role ------------------------------------------------------------------------------------------
+    @abstractmethod
+    def request_input(self, value: Any, field: str, limits: InputLimits) -> Any:
+        """One input of a /predict request, checked and decoded (a text; image bytes); BadInput naming `field`."""
+
+    @abstractmethod
+    def request_rows(self, inputs: list[Any]) -> pd.DataFrame:
+        """Canonical rows for checked inputs: what `read_predict_input` makes of a file's rows."""
+
+    @abstractmethod
+    def answers(self, predicted: Predicted, labels: list[str], frame: pd.DataFrame) -> list[dict]:
+        """Per row, the JSON answer: label, score and probabilities; or the words, their tags and the entities."""
+
+    @abstractmethod
+    def write_batch(self, rows: pd.DataFrame, path: Path, cfg: DataConfig) -> Path:
+        """Canonical rows (with or without labels) as a batch file a user would drop: the configured column names,
+        so ingest reads it like any batch."""
+
 
 # --- what every kind shares: plain functions over a kind --------------------------------------------------------------
 
@@ -252,6 +287,25 @@ def input_and_label(cfg: DataConfig, labelled: bool, input_column: tuple[str, st
     the `data.*` key that names the user's column)."""
     wanted = [input_column, label_column] if labelled else [input_column]
     return [RequiredColumn(canonical, f"data.{key}", getattr(cfg, key)) for canonical, key in wanted]
+
+
+def text_input(value: Any, field: str, limits: InputLimits) -> str:
+    """A request's text input: a string within serve.max_text_chars."""
+    if not isinstance(value, str):
+        raise BadInput(422, f"{field}: a text (a JSON string) is expected, got {type(value).__name__}")
+    if len(value) > limits.max_text_chars:
+        raise BadInput(413, f"{field}: {len(value):,} characters exceeds serve.max_text_chars="
+                            f"{limits.max_text_chars:,}")
+    return value
+
+
+def write_user_columns(kind: Kind, rows: pd.DataFrame, path: Path, cfg: DataConfig) -> Path:
+    """Canonical rows renamed to the user's configured columns and written as Parquet (lists stay lists)."""
+    from tasks.files.tables import write_parquet
+
+    names = {c.canonical: c.configured for c in kind.required_columns(cfg, labelled=True)}
+    keep = [c for c in names if c in rows.columns]
+    return write_parquet(rows[keep].rename(columns=names), path)
 
 
 def number_rows(df: pd.DataFrame) -> pd.DataFrame:

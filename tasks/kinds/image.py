@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from tasks.files.tables import DataFileError, read_table
-from tasks.kinds.base import LABEL, RequiredColumn, input_and_label, number_rows, read_input_table, rename_to_canonical
+from tasks.kinds.base import (LABEL, BadInput, RequiredColumn, input_and_label, number_rows, read_input_table,
+                              rename_to_canonical)
 from tasks.kinds.labelled import RowLabelKind, label_ids
 
 IMAGE, PATH, PIXELS = "image", "path", "pixels"
@@ -341,6 +342,49 @@ class ImageKind(RowLabelKind):
         out = df.drop(columns=[READ_RULE, READ_DETAIL])
         out.attrs["internal"] = [IMAGE]
         return out
+
+    def request_input(self, value, field: str, limits) -> bytes:
+        """A base64-encoded image (or its bytes), checked from the header for its pixel count, then decoded once."""
+        import base64
+        import binascii
+
+        if isinstance(value, str):
+            try:
+                value = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadInput(400, f"{field}: not valid base64") from None
+        if not isinstance(value, (bytes, bytearray)):
+            raise BadInput(422, f"{field}: an image (base64 in a JSON string) is expected, got {type(value).__name__}")
+        rule, detail, *_ = inspect(bytes(value), 1, limits.max_image_pixels)
+        if rule == "too_many_pixels":
+            raise BadInput(413, f"{field}: {detail.replace('validate.max_image_pixels', 'serve.max_image_pixels')}")
+        if rule:
+            raise BadInput(422, f"{field}: {detail} (rule: {rule})")
+        return bytes(value)
+
+    def request_rows(self, inputs: list) -> pd.DataFrame:
+        return pd.DataFrame({PATH: [f"inputs[{i}]" for i in range(len(inputs))], IMAGE: list(inputs)})
+
+    def write_batch(self, rows: pd.DataFrame, path: Path, cfg) -> Path:
+        """The images as files in a folder beside the table, the table naming them relative to its own folder (as
+        read_file reads a table of paths)."""
+        from PIL import Image
+
+        from tasks.files.tables import write_table
+
+        folder = path.with_name(path.stem + "-images")
+        folder.mkdir(parents=True, exist_ok=True)
+        names = []
+        for i, data in enumerate(rows[IMAGE]):
+            with Image.open(io.BytesIO(data)) as im:
+                suffix = "." + (im.format or "png").lower().replace("jpeg", "jpg")
+            name = f"{i:06d}{suffix}"
+            (folder / name).write_bytes(data)
+            names.append(f"{folder.name}/{name}")
+        table = pd.DataFrame({cfg.image_column: names})
+        if LABEL in rows.columns:
+            table[cfg.label_column] = rows[LABEL].to_numpy()
+        return write_table(table, path)
 
     def describe(self, frame: pd.DataFrame, processor) -> pd.DataFrame:
         frame = self._with_encoding(frame, processor)

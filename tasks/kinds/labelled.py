@@ -102,6 +102,12 @@ class RowLabelKind(Kind):
             cols[f"prob_{name}"] = predicted.unit_probs[:, i]
         return cols
 
+    def answers(self, predicted: Predicted, labels: list[str], frame: pd.DataFrame) -> list[dict]:
+        """label, its probability as score, and every class's probability (what `tuneline predict` writes)."""
+        return [{"label": str(label), "score": float(probs.max()),
+                 "probabilities": {name: float(p) for name, p in zip(labels, probs)}}
+                for label, probs in zip(predicted.rows, predicted.unit_probs)]
+
     def profile(self, predicted: Predicted, frame: pd.DataFrame, labels: list[str], processor: Any) -> pd.DataFrame:
         gold = frame[LABEL].astype(str) if LABEL in frame.columns else None
         confidence = predicted.unit_probs.max(axis=1) if len(frame) else []

@@ -16,7 +16,8 @@ import pandas as pd
 from tasks.files.assets import EMBEDDED_CORPUS, EMBEDDED_CORPUS_ENCODING, embedded_corpus_path, MINILM_DESCRIPTION, minilm_path
 from tasks.files.tables import read_table
 from tasks.kinds import text_quality as quality
-from tasks.kinds.base import LABEL, RequiredColumn, input_and_label, number_rows, read_input_table, rename_to_canonical
+from tasks.kinds.base import (LABEL, RequiredColumn, input_and_label, number_rows, read_input_table, rename_to_canonical,
+                              text_input, write_user_columns)
 from tasks.kinds.labelled import RowLabelKind, label_ids
 from tasks.kinds.text_augment import augment
 from tasks.kinds.tokenizing import WORD, model_max_length, token_profile, tokenize, vocabulary_oov
@@ -178,6 +179,15 @@ class TextKind(RowLabelKind):
         out = df.rename(columns={TEXT: SET_ASIDE}).assign(**{TEXT: df[column].astype(str)})
         out.attrs.update(internal=[TEXT], restore={SET_ASIDE: TEXT} if TEXT in df.columns else {})
         return out
+
+    def request_input(self, value, field: str, limits) -> str:
+        return text_input(value, field, limits)
+
+    def request_rows(self, inputs: list) -> pd.DataFrame:
+        return pd.DataFrame({TEXT: pd.Series(inputs, dtype=object).astype(str)})
+
+    def write_batch(self, rows: pd.DataFrame, path: Path, cfg) -> Path:
+        return write_user_columns(self, rows, path, cfg)
 
     def describe(self, frame: pd.DataFrame, processor) -> pd.DataFrame:
         texts = pd.Series(frame[TEXT].astype(str).to_numpy())

@@ -20,8 +20,8 @@ import pandas as pd
 
 from tasks.files.assets import EMBEDDED_NER, MINILM_DESCRIPTION, embedded_ner_path, minilm_path
 from tasks.files.tables import DataFileError, read_table
-from tasks.kinds.base import (Kind, Predicted, RequiredColumn, input_and_label, number_rows, profile_tail, read_input_table,
-                              rename_to_canonical)
+from tasks.kinds.base import (Kind, Predicted, RequiredColumn, input_and_label, number_rows, profile_tail,
+                              read_input_table, rename_to_canonical, text_input, write_user_columns)
 from tasks.kinds.tokenizing import model_max_length, vocabulary_oov
 
 TOKENS, TAGS = "tokens", "tags"
@@ -403,6 +403,24 @@ class TokenKind(Kind):
         for k, (r, w) in enumerate(zip(predicted.unit_rows, predicted.unit_words)):
             out[r][w] = predicted.unit_probs[k].max()
         return out
+
+    def request_input(self, value, field: str, limits) -> str:
+        return text_input(value, field, limits)
+
+    def request_rows(self, inputs: list) -> pd.DataFrame:
+        """Raw texts split into words with their character offsets, as `tuneline predict` splits a text column."""
+        split = [words_and_offsets(str(v)) for v in inputs]
+        return pd.DataFrame({TOKENS: [s[0] for s in split], "_offsets": [s[1] for s in split],
+                             "_text": [str(v) for v in inputs]})
+
+    def answers(self, predicted: Predicted, labels: list[str], frame: pd.DataFrame) -> list[dict]:
+        """The words, a tag per word, and the entities with character spans into the text."""
+        columns = self.prediction_columns(predicted, labels, frame)
+        return [{"tokens": list(words), "tags": list(tags), "entities": ents} for words, tags, ents in
+                zip(frame[TOKENS], columns["predicted_tags"], columns["entities"])]
+
+    def write_batch(self, rows: pd.DataFrame, path: Path, cfg) -> Path:
+        return write_user_columns(self, rows, path, cfg)
 
     def profile(self, predicted, frame, labels, processor) -> pd.DataFrame:
         text = frame[TOKENS].map(" ".join)

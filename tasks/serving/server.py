@@ -1,0 +1,142 @@
+"""`tuneline serve-model`: the production model behind LitServe, with the endpoints a team needs around it.
+
+    POST /predict    {"inputs": [...]} -> {"predictions": [...], "model_version": N, "request_id": "..."}
+    POST /feedback   {"request_id": "...", "label": ...} (or "labels": [...]): true labels for logged traffic
+    GET  /health     the server is up          GET /ready    a model is loaded (and why a newer one is not)
+    GET  /metrics    Prometheus text           GET /docs     OpenAPI
+
+It binds 127.0.0.1 unless told otherwise; any other address needs TUNELINE_SERVE_TOKEN (bearer), or it does not
+start. With `follow_remote`, a thread pulls the registry from the default DVC remote every so many seconds
+(tasks/changes.py:pull), so replicas on other machines swap when a promotion anywhere is pushed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+from pathlib import Path
+from typing import Optional
+
+from tasks.config import ConfigError, Params
+from tasks.paths import ProjectPaths
+
+TOKEN_ENV = "TUNELINE_SERVE_TOKEN"
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+log = logging.getLogger("tuneline.serving")
+
+
+def require_token(host: str) -> Optional[str]:
+    """The bearer token: required beyond loopback (the server refuses to start without one, saying why)."""
+    token = os.environ.get(TOKEN_ENV) or None
+    if host not in LOOPBACK and not token:
+        raise ConfigError(f"serving on {host} (beyond this machine) needs a bearer token: set {TOKEN_ENV} to a long "
+                          "random string (clients send `Authorization: Bearer <token>`), or serve on 127.0.0.1; "
+                          "put TLS in front (README, Security)")
+    return token
+
+
+def state_dir(paths: ProjectPaths, port: int) -> Path:
+    return paths.root / ".tuneline/serve" / str(port)
+
+
+def build(paths: ProjectPaths, params: Params, host: str, port: int):
+    """The LitServer for this project's production model (nothing started yet)."""
+    import litserve as ls
+
+    from tasks.files.weights import verify_weights
+    from tasks.kinds import kind_of_model
+    from tasks.kinds.base import InputLimits
+    from tasks.registry.store import Registry
+    from tasks.serving.api import TunelineAPI
+    from tasks.serving.endpoints import add_endpoints
+    from tasks.serving.guard import Guard, Limits
+    from tasks.serving.traffic import TrafficLog
+
+    cfg = params.serve
+    token = require_token(host)
+    registry = Registry.of_project(paths.root)
+    if registry.production_version() is None:
+        raise ConfigError(f"{paths.production}: no production model to serve yet (tuneline run trains and promotes "
+                          "one; tuneline pull brings one from the shared remote)")
+    verify_weights(paths.production.resolve())  # refuse to start on weights that differ from their record
+    state = state_dir(paths, port)
+    shutil.rmtree(state, ignore_errors=True)
+    (state / "metrics").mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state / "metrics")  # before any process creates a metric
+    limits = InputLimits(cfg.max_text_chars, cfg.max_image_pixels)
+    api = TunelineAPI(str(paths.production), str(state / "workers"), limits, cfg.max_batch_size,
+                      cfg.batch_timeout_ms / 1000, cfg.workers, cfg.log_share, cfg.reload_check_s)
+    traffic = TrafficLog(str(state / "traffic"), str(paths.incoming), str(paths.production),
+                         params.data.model_dump(), cfg.rotate_rows, cfg.rotate_minutes * 60) if cfg.log_share else None
+    kinds: dict[str, object] = {}
+
+    def current_kind():
+        target = str(paths.production.resolve())
+        if target not in kinds:
+            kinds.clear()
+            kinds[target] = kind_of_model(target)
+        return kinds[target]
+
+    server = ls.LitServer(api, accelerator="auto", workers_per_device=cfg.workers, timeout=60, fast_queue=True,
+                          healthcheck_path="/litserve/health", info_path="/litserve/info",
+                          loggers=[traffic] if traffic else None,
+                          middlewares=[(Guard, {"kind_of": current_kind, "token": token,
+                                                "limits": Limits(cfg.max_body_bytes, cfg.max_rows_per_request,
+                                                                 limits)})])
+
+    add_endpoints(server.app, state / "workers", cfg.workers, registry.production_version,
+                  lambda: server.logger_queue)
+    return server
+
+
+def tick(server, every_s: float, stop: threading.Event) -> None:
+    """Wake the traffic logger now and then, so a quiet server still rotates on time."""
+    while not stop.wait(every_s):
+        queue = getattr(server, "logger_queue", None)
+        if queue is not None:
+            try:
+                queue.put(("tick", None))
+            except Exception:  # the server is shutting down
+                return
+
+
+def follow(paths: ProjectPaths, every_s: float, stop: threading.Event) -> None:
+    """Pull the registry from the default DVC remote every `every_s` seconds: a promotion pushed by any clone moves
+    this machine's production link, and every worker swaps. A pull that finds the project busy waits a round."""
+    from tasks import changes
+    from tasks.orchestration.locking import ProjectBusy
+
+    while not stop.wait(every_s):
+        try:
+            for line in changes.pull(paths.root):
+                log.info("follow: %s", line)
+        except ProjectBusy:
+            continue
+        except Exception as exc:
+            log.error("follow: pulling the registry failed: %s", exc)
+
+
+def serve(project_dir: Path, params: Params, host: Optional[str] = None, port: Optional[int] = None,
+          follow_remote: Optional[float] = None) -> None:
+    """Run the model server until Ctrl-C or SIGTERM (both stop it gracefully)."""
+    paths = ProjectPaths(Path(project_dir).resolve())
+    host, port = host or params.serve.host, port or params.serve.port
+    server = build(paths, params, host, port)
+    stop = threading.Event()
+    threading.Thread(target=tick, args=(server, 5.0, stop), daemon=True, name="tuneline-traffic-tick").start()
+    if follow_remote:
+        threading.Thread(target=follow, args=(paths, follow_remote, stop), daemon=True,
+                         name="tuneline-follow-remote").start()
+
+    def graceful(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, graceful)  # `docker stop`, systemd: as Ctrl-C, LitServe shuts down
+    try:
+        server.run(host=host, port=port, num_api_servers=params.serve.api_servers, generate_client_file=False,
+                   log_level="warning")
+    finally:
+        stop.set()
+        signal.signal(signal.SIGTERM, previous)
