@@ -45,7 +45,7 @@ def production_project(root: Path, reference, production: Path) -> tuple[Path, s
 
     from tasks.monitoring import profile
     from tasks.config import TrainConfig
-    from tasks.train import build_model
+    from tasks.stages.train import build_model
     from tasks.inference import Predictor
     from tasks.registry.store import Registry
 
@@ -138,7 +138,7 @@ def report_times(rows: int, airline, other) -> dict:
     from tasks.monitoring import drift
     from tasks.monitoring import profile
     from tasks.config import TrainConfig
-    from tasks.train import build_model
+    from tasks.stages.train import build_model
     from tasks.inference import Predictor
 
     torch.manual_seed(0)

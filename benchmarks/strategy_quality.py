@@ -24,7 +24,7 @@ from sklearn.metrics import f1_score
 from tasks.stages import train
 from tasks.config import load_params
 from tasks.engine import sizing
-from tasks.train import build_model
+from tasks.stages.train import build_model
 from tasks.inference import Predictor
 
 

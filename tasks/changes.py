@@ -102,10 +102,23 @@ def pull(project_dir: str | Path) -> list[str]:
     paths = ProjectPaths(Path(project_dir).resolve())
     with project_lock(paths.root, lock_timeout(paths.root)):
         lines = [storage.pull(paths.root)]
+        adopted = storage.adopt_registry_head(paths.root)
+        lines += [adopted] if adopted else []
         lines += repair(paths.root)
-        registry = Registry.of_project(paths.root)
-        version = registry.production_version()
-        if version is not None:
-            verify_weights(registry.version_dir(version))  # raises naming the file when the pull brought others
-            lines.append(f"production v{version}: its weights match the sha256 recorded at its promotion")
+        lines += follow_production(paths)
     return lines
+
+
+def follow_production(paths: ProjectPaths) -> list[str]:
+    """After a pull: production is the version the registry's events say (a promotion or rollback elsewhere),
+    after its weights passed their check; this machine's link moves there."""
+    registry = Registry.of_project(paths.root)
+    wanted, current = registry.production_from_events(), registry.production_version()
+    if wanted is None:
+        return []
+    verify_weights(registry.version_dir(wanted))  # raises naming the file when the pull brought others
+    said = []
+    if wanted != current:
+        registry.switch_production(wanted)
+        said.append(f"production: v{current} -> v{wanted} (the registry's last promotion or rollback)")
+    return said + [f"production v{wanted}: its weights match the sha256 recorded at its promotion"]

@@ -138,6 +138,9 @@ class TrainConfig(_Strict):
     early_stopping_patience: int = Field(2, ge=1, description="epochs without val macro-F1 gain before stopping")
     seed: int = 42
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 autocast (fp32 weights) where the device runs bf16 natively: a CUDA GPU that "
+                            "supports it, a CPU with avx512_bf16 or AMX; else fp32. fp16: CUDA only")
     num_threads: Optional[int] = Field(None, ge=1, description="torch CPU threads; null = all cores")
     checkpoint_every_steps: Optional[int] = Field(
         200, ge=1, description="resumable checkpoint every N steps (and after every epoch); null = epochs only")
@@ -155,6 +158,12 @@ class TrainConfig(_Strict):
     @property
     def epoch_budget(self) -> int:
         return self.max_epochs or self.epochs
+
+
+class InferenceConfig(_Strict):
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="evaluate, reference, predict, monitoring and the model server: auto = bf16 where the "
+                            "device runs it natively (as train.precision), unless the task kind keeps fp32")
 
 
 class EvaluateConfig(_Strict):
@@ -257,6 +266,7 @@ class Params(_Strict):
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    inference: InferenceConfig = InferenceConfig()
     promote: PromoteConfig = PromoteConfig()
     monitor: MonitorConfig = MonitorConfig()
     retrain: RetrainConfig = RetrainConfig()

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from tasks.engine.device import pick_device
+from tasks.engine.device import choose_precision, pick_device
 from tasks.files.weights import verify_weights
 from tasks.kinds import kind_of_model
 from tasks.kinds.base import Predicted, is_labelled
@@ -23,7 +23,7 @@ class Predictor:
     """A loaded model and its processor (tokenizer or image processor), with its kind's way of predicting."""
 
     def __init__(self, model_dir: str | Path, max_length: Optional[int] = None, batch_size: int = 64,
-                 num_threads: Optional[int] = None, int8: bool = False):
+                 num_threads: Optional[int] = None, int8: bool = False, precision: str = "auto"):
         import torch
 
         from tasks.engine.modeling import load_classifier
@@ -42,11 +42,15 @@ class Predictor:
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.max_length = max_length
         self.batch_size = batch_size
+        # bf16 autocast where the hardware runs it natively (the same rule as training); int8 is its own arithmetic.
+        self.precision = choose_precision("fp32" if int8 else precision, self.device,
+                                          kind_allows_bf16=self.kind.bf16_ok)
 
     def predict(self, frame: pd.DataFrame, embeddings: bool = False, desc: str = "predict") -> Predicted:
         """Canonical rows (text | tokens | image) -> predictions as label names, unit probabilities, embeddings."""
-        return self.kind.predict(self.model, self.processor, frame, self.labels, self.batch_size, self.device,
-                                 embeddings=embeddings, desc=desc, max_length=self.max_length)
+        with self.precision.autocast(self.device):
+            return self.kind.predict(self.model, self.processor, frame, self.labels, self.batch_size, self.device,
+                                     embeddings=embeddings, desc=desc, max_length=self.max_length)
 
     def answer(self, frame: pd.DataFrame) -> list[dict]:
         """Per row, the JSON answer the model server returns (the kind's `answers`, from the same predictions as

@@ -369,3 +369,37 @@ def new_reviews(path: Path) -> Path:
             for i in range(25)]
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
+
+
+# --- the model server as a process ------------------------------------------------------------------------------
+
+def start_model_server(root: Path, port: int, log: Path, host: str = "127.0.0.1",
+                       env: dict | None = None) -> subprocess.Popen:
+    """`tuneline serve-model` for a project, as its own process group (logs to `log`)."""
+    return subprocess.Popen([sys.executable, "-m", "tasks.cli", "serve-model", "--project-dir", str(root), "--host",
+                             host, "--port", str(port)], env=env or tool_env(), stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_model_ready(url: str, proc: subprocess.Popen, log: Path, headers: dict | None = None, timeout: float = 120):
+    """Until the model server's /ready says 200 (every worker has a model loaded)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(f"{url}/ready", headers=headers, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"server not ready: {log.read_text()[-3000:]}")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    from tasks.orchestration.prefect_server import terminate
+
+    terminate(proc, timeout=20)

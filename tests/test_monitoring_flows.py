@@ -13,41 +13,64 @@ import yaml
 
 from tasks.orchestration import prefect_server as serving
 from tasks.config import load_params
-from tests.conftest import (created_flow_run_id, flow_run_artifacts, make_project, new_reviews, registry_records, sh,
-                            tiny_params, tree_digest, tuneline, user_frame, wait_for, wait_for_deployments)
+from tests.conftest import (created_flow_run_id, flow_run_artifacts, free_port, make_project, new_reviews,
+                            registry_records, sh, start_model_server, stop_process, tiny_params, tree_digest, tuneline,
+                            user_frame, wait_for, wait_for_deployments, wait_model_ready)
 
 pytestmark = pytest.mark.integration
 
 
-def test_monitoring_deployment_takes_a_dropped_batch_and_its_drift_event_triggers_retraining(
+def test_served_traffic_drifts_monitoring_retrains_and_the_running_server_answers_with_the_new_version(
         prefect_env, tmp_path, tiny_model_dir):
-    project = make_project(tmp_path / "p", tiny_params(tiny_model_dir, train={"epochs": 2}))
+    """The whole loop, with nobody in it: v1 is served over HTTP; clients send tweets of other topics and their true
+    labels (/feedback); the server's traffic log drops them as batches; the scheduled monitoring deployment finds
+    drift; its event triggers the retraining deployment; v2 passes the gate; the server, never restarted, answers
+    with v2."""
+    import httpx
+    import pandas as pd
+
+    project = make_project(tmp_path / "p", tiny_params(tiny_model_dir, train={"epochs": 2},
+                                                        serve={"rotate_rows": 400, "reload_check_s": 0.5}))
     tuneline(project, prefect_env, "run")  # v1 on the airline topic
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    model_server = start_model_server(project, port, tmp_path / "model-server.log")
     serve = serving.start_serving(project, tmp_path / "serve.log", prefect_env)
     try:
         wait_for_deployments(project, prefect_env, ["monitoring/scheduled", "retraining/nightly"], serve,
                              tmp_path / "serve.log")
         automations = sh(sys.executable, "-m", "prefect", "automation", "ls", cwd=project, env=prefect_env).stdout
         assert "retrain-on-drift" in automations  # the trigger the project's deployment created
+        wait_model_ready(url, model_server, tmp_path / "model-server.log")
 
-        tuneline(project, prefect_env, "demo-batch", "data/incoming/other-topics.csv", "--rows", "400")
+        tuneline(project, prefect_env, "demo-batch", str(tmp_path / "other-topics.csv"), "--rows", "400")
+        traffic = pd.read_csv(tmp_path / "other-topics.csv")
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for start_row in range(0, len(traffic), 8):
+                rows = traffic.iloc[start_row:start_row + 8]
+                answered = client.post("/predict", json={"inputs": list(rows["text"])}).json()
+                assert answered["model_version"] == 1
+                client.post("/feedback", json={"request_id": answered["request_id"],
+                                               "labels": list(rows["sentiment"])}).raise_for_status()
+        wait_for(lambda: len(list((project / "data/incoming").glob("traffic-*.parquet"))) == 2, 60,
+                 "the traffic log to drop its batches")
         run = sh(sys.executable, "-m", "prefect", "deployment", "run", "monitoring/scheduled", "--watch",
                  "--watch-timeout", "400", cwd=project, env=prefect_env, check=False, timeout=450)
         assert run.returncode == 0 and "Completed" in run.stdout, run.stdout + (tmp_path / "serve.log").read_text()
-        (batch_dir,) = (project / "data/batches").glob("b0001-*")
-        assert (project / "data/incoming/done/other-topics.csv").exists()
-        assert not (project / "data/incoming/other-topics.csv").exists()
-        report = json.loads((project / "reports/monitoring" / batch_dir.name / "drift.json").read_text())
-        page = (project / "reports/monitoring" / batch_dir.name / "drift.html").read_text()
-        assert len(page) > 10_000 and page.index("Decision: RETRAIN") < page.index("root_metric")  # verdict first
-        assert report["decision"]["retrain"] and "text" in report["summary"]["drifted_columns"]
+        batches = sorted((project / "data/batches").glob("b000*"))
+        assert len(batches) == 2 and len(list((project / "data/incoming/done").glob("traffic-*.parquet"))) == 2
+        reports = [json.loads((project / "reports/monitoring" / b.name / "drift.json").read_text()) for b in batches]
+        labelled = next(r for r in reports if r["batch"]["labelled"])
+        assert labelled["decision"]["retrain"] and "text" in labelled["summary"]["drifted_columns"]
+        assert labelled["batch"]["rows_accepted"] > 300  # the served rows with their true labels
+        page = (project / "reports/monitoring" / batches[0].name / "drift.html").read_text()
+        assert len(page) > 10_000 and page.index("Decision:") < page.index("root_metric")  # verdict first
         shown = flow_run_artifacts(prefect_env, created_flow_run_id(run.stdout))
-        assert f"## Batch {batch_dir.name} (" in shown["monitoring-decision"]
         assert "labelled): RETRAIN" in shown["monitoring-decision"]
 
         # No one starts retraining: the drift event does, through the deployment's trigger.
         wait_for(lambda: len(registry_records(project)) == 2, 420, "the triggered retraining to gate v2")
-        assert load_params(project / "params.yaml").data.batches == [batch_dir.name]
+        assert [b for b in load_params(project / "params.yaml").data.batches] == [labelled["batch"]["id"]]
 
         def retraining_runs() -> list[dict]:  # this project's (the session's server serves other tests too)
             runs = json.loads(sh(sys.executable, "-m", "prefect", "flow-run", "ls", "--flow-name", "retraining",
@@ -62,11 +85,15 @@ def test_monitoring_deployment_takes_a_dropped_batch_and_its_drift_event_trigger
         assert runs[0]["deployment_id"] is not None  # a run of the retraining/nightly deployment, not an ad-hoc one
         shown = flow_run_artifacts(prefect_env, runs[0]["id"])  # its own plan, and its training subflow's two
         assert set(shown) == {"retraining-plan", "training-metrics", "promotion-decision"}
-        assert f"batch {batch_dir.name}" in shown["retraining-plan"] and "# Candidate v2" in shown["promotion-decision"]
-        # The ingest (data/batches) and the promotion (models/registry) were versioned, and dvc.lock records the run.
+        assert "# Candidate v2: PROMOTED" in shown["promotion-decision"]
+        # The ingests (data/batches) and the promotion (models/registry) were versioned, and dvc.lock records the run.
         status = sh(sys.executable, "-m", "dvc", "status", "--json", cwd=project, env=prefect_env)
         assert status.stdout.strip() in ("{}", ""), status.stdout
+        # The model server, never restarted, now answers with v2.
+        wait_for(lambda: httpx.post(f"{url}/predict", json={"inputs": ["@united thanks"]}, timeout=30
+                                    ).json()["model_version"] == 2, 30, "the running server to swap to v2", poll=0.5)
     finally:
+        stop_process(model_server)
         serving.terminate(serve)
 
 

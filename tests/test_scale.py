@@ -14,12 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
 from tasks.orchestration import prefect_server as serving
-from tests.conftest import (api_client, REPO, all_flow_run_artifacts, created_flow_run_id, free_port, make_project, sh,
-                            tiny_params, tool_env, tuneline)
+from tests.conftest import (REPO, all_flow_run_artifacts, api_client, created_flow_run_id, free_port, make_project,
+                            sh, stop_process, tiny_params, tool_env, tuneline, wait_for, wait_model_ready)
 
 pytestmark = [pytest.mark.scale, pytest.mark.integration]
 
@@ -103,6 +104,35 @@ def test_s3_remote_carries_data_models_and_registry_to_a_fresh_clone(prefect_env
     for clone in (a, b):
         tuneline(clone, env, "predict", str(tmp_path / "texts.csv"), "-o", str(tmp_path / f"{clone.name}.csv"))
     assert pd.read_csv(tmp_path / "a.csv").equals(pd.read_csv(tmp_path / "b.csv"))
+
+    # Replicas: two model servers, on clones that share the remote, follow it; a promotion in a third clone,
+    # pushed, reaches both within the follow interval, with no restart.
+    c = tmp_path / "c"
+    sh("git", "clone", "-q", "--branch", "main", str(origin), str(c), cwd=tmp_path)
+    tuneline(c, env, "pull", "--project-dir", str(c))  # from the remote: the same registry as b
+    servers = {}
+    for clone in (b, c):
+        port = free_port()
+        servers[clone.name] = (f"http://127.0.0.1:{port}", subprocess.Popen(
+            [sys.executable, "-m", "tasks.cli", "serve-model", "--project-dir", str(clone), "--port", str(port),
+             "--follow-remote", "3"], env=env, stdout=(tmp_path / f"serve-{clone.name}.log").open("wb"),
+            stderr=subprocess.STDOUT, start_new_session=True))
+    try:
+        for name, (url, proc) in servers.items():
+            wait_model_ready(url, proc, tmp_path / f"serve-{name}.log")
+            assert httpx.post(f"{url}/predict", json={"inputs": ["hi"]}).json()["model_version"] == 1
+        promoted = tuneline(a, env, "run", "-S", "train.seed=7", "-S", "promote.min_delta=-1.0", "-S",
+                            "promote.max_class_drop=1.0")  # another candidate, promoted, then pushed by the flow
+        said = promoted.stdout + promoted.stderr
+        assert "candidate v2 PROMOTED" in said and "dvc push -> storage" in said, said[-3000:]
+        pushed_at = time.monotonic()
+        for name, (url, proc) in servers.items():
+            wait_for(lambda: httpx.post(f"{url}/predict", json={"inputs": ["hi"]}, timeout=30
+                                        ).json()["model_version"] == 2, 60, f"replica {name} to answer with v2")
+        assert time.monotonic() - pushed_at < 60
+    finally:
+        for _, proc in servers.values():
+            stop_process(proc)
 
 
 class Postgres:

@@ -19,7 +19,8 @@ import yaml
 
 from tasks.registry import promotion
 from tasks.registry.store import Registry
-from tests.conftest import free_port, tiny_params, tool_env, user_frame
+from tests.conftest import (free_port, start_model_server, stop_process, tiny_params, tool_env, user_frame,
+                            wait_model_ready)
 
 pytestmark = pytest.mark.integration
 TOKEN = "a-long-random-test-token-0123456789"
@@ -29,31 +30,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def write_params(root: Path, model_dir: Path, **sections) -> None:
     params = tiny_params(model_dir, **sections)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def start(root: Path, port: int, log: Path, host: str = "127.0.0.1", env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tasks.cli", "serve-model", "--project-dir", str(root), "--host",
-                             host, "--port", str(port)], env=env or tool_env(), stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, headers: dict | None = None, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            if httpx.get(f"{url}/ready", headers=headers, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"server not ready: {log.read_text()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    from tasks.orchestration.prefect_server import terminate
-
-    terminate(proc, timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +46,8 @@ def text_project(tmp_path_factory, registry_project):
     write_params(root, Path(params.train.model), data={"text_column": "review", "label_column": "stars",
                                                        "include_pattern": None},
                  serve={"workers": 2, "rotate_rows": 6, "max_rows_per_request": 8, "max_text_chars": 300,
-                        "max_body_bytes": 20_000, "reload_check_s": 0.3})
+                        "max_body_bytes": 20_000, "reload_check_s": 0.3},
+                 inference={"precision": "fp32"})  # compared with predict to 1e-5: one arithmetic for both
     return root, registry
 
 
@@ -81,9 +58,9 @@ def test_the_server_answers_like_tuneline_predict_swaps_under_load_and_closes_th
     root, registry = text_project
     port, log = free_port(), tmp_path / "server.log"
     url = f"http://127.0.0.1:{port}"
-    server = start(root, port, log, host="0.0.0.0", env=tool_env(TUNELINE_SERVE_TOKEN=TOKEN))
+    server = start_model_server(root, port, log, host="0.0.0.0", env=tool_env(TUNELINE_SERVE_TOKEN=TOKEN))
     try:
-        wait_ready(url, server, log, AUTH)
+        wait_model_ready(url, server, log, AUTH)
         api = httpx.Client(base_url=url, headers=AUTH, timeout=30)
 
         # The token: every endpoint but /health wants it.
@@ -94,7 +71,7 @@ def test_the_server_answers_like_tuneline_predict_swaps_under_load_and_closes_th
         # The answers of `tuneline predict` on the same inputs: labels equal, probabilities within 1e-5.
         texts = list(user_frame(3)["review"]) + ["something entirely different", "awful", ""]
         pd.DataFrame({"text": texts}).to_csv(tmp_path / "in.csv", index=False)
-        predict.run(tmp_path / "in.csv", tmp_path / "out.csv", registry.production)
+        predict.run(tmp_path / "in.csv", tmp_path / "out.csv", registry.production, precision="fp32")
         expected = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
         answers = []
         for start_row in range(0, len(texts), 8):
@@ -185,7 +162,7 @@ def test_the_server_answers_like_tuneline_predict_swaps_under_load_and_closes_th
         assert api.get("/docs").status_code == 200
         assert {"/predict", "/feedback", "/ready", "/metrics"} <= set(api.get("/openapi.json").json()["paths"])
     finally:
-        stop(server)
+        stop_process(server)
 
 
 def test_a_server_beyond_loopback_without_a_token_refuses_to_start(text_project, tmp_path):
@@ -224,16 +201,16 @@ def test_token_and_image_servers_answer_like_tuneline_predict(kind, tmp_path, ti
     else:
         model = tiny_image_model
     registry.promote(Path(model), {"version": 1, "decision": {"promoted": True}}, "card")
-    write_params(root, tiny_model_dir, task={"kind": kind})
+    write_params(root, tiny_model_dir, task={"kind": kind}, inference={"precision": "fp32"})
     port, log = free_port(), tmp_path / "server.log"
-    server = start(root, port, log)
+    server = start_model_server(root, port, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, server, log)
+        wait_model_ready(url, server, log)
         if kind == "token-classification":
             texts = ["Anna Smith flew to Paris", "no names here, at all!"]
             pd.DataFrame({"text": texts}).to_csv(tmp_path / "in.csv", index=False)
-            predict.run(tmp_path / "in.csv", tmp_path / "out.jsonl", registry.production)
+            predict.run(tmp_path / "in.csv", tmp_path / "out.jsonl", registry.production, precision="fp32")
             expected = pd.read_json(tmp_path / "out.jsonl", lines=True)
             answers = httpx.post(f"{url}/predict", json={"inputs": texts}, timeout=30).json()["predictions"]
             def spans(entities: list[dict]) -> list[tuple]:
@@ -251,7 +228,7 @@ def test_token_and_image_servers_answer_like_tuneline_predict(kind, tmp_path, ti
             folder.mkdir()
             for name, data in images.items():
                 (folder / name).write_bytes(data)
-            predict.run(folder, tmp_path / "out.csv", registry.production)
+            predict.run(folder, tmp_path / "out.csv", registry.production, precision="fp32")
             expected = pd.read_csv(tmp_path / "out.csv").sort_values("path")
             inputs = [base64.b64encode(images[Path(p).name]).decode() for p in expected["path"]]
             as_json = httpx.post(f"{url}/predict", json={"inputs": inputs}, timeout=30).json()["predictions"]
@@ -267,4 +244,4 @@ def test_token_and_image_servers_answer_like_tuneline_predict(kind, tmp_path, ti
             junk = httpx.post(f"{url}/predict", json={"inputs": [base64.b64encode(b"not an image").decode()]})
             assert junk.status_code == 422 and "rule: unreadable" in junk.json()["error"]
     finally:
-        stop(server)
+        stop_process(server)

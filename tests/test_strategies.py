@@ -113,7 +113,7 @@ def test_lora_trains_only_adapters_and_head_and_the_saved_model_predicts_the_sam
     with torch.inference_mode():
         enc = tokenizer(texts, padding=True, truncation=True, max_length=16, return_tensors="pt")
         expected = torch.softmax(model(**enc).logits, -1).numpy()
-    reloaded = Predictor(tmp_path / "model", max_length=16).probabilities(texts)
+    reloaded = Predictor(tmp_path / "model", max_length=16, precision="fp32").probabilities(texts)
     np.testing.assert_allclose(reloaded, expected, atol=1e-5)
     assert load_classifier(tmp_path / "model").config.id2label == model.config.id2label
 

@@ -80,12 +80,16 @@ def predict_cmd(input: Path = typer.Argument(..., help="texts: CSV/Parquet/JSONL
                                                      help="input column: text (default text), tokens or text "
                                                           "(token kind), image path (default image)"),
                 batch_size: int = typer.Option(64),
-                int8: bool = typer.Option(False, help="dynamic int8 quantization on CPU: faster, slightly less accurate")):
+                int8: bool = typer.Option(False, help="dynamic int8 quantization on CPU: faster, slightly less accurate"),
+                precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 (default: inference.precision "
+                                                                   "in params.yaml, else auto)")):
     """Predictions for every row with the production model by default: label + per-class probabilities (texts,
     images), or entities with character spans (token classification)."""
     from tasks.stages import predict
 
-    r = predict.run(input, output, model, column, batch_size, int8=int8)
+    chosen = precision or (load_params(Path("params.yaml")).inference.precision if Path("params.yaml").exists()
+                           else "auto")
+    r = predict.run(input, output, model, column, batch_size, int8=int8, precision=chosen)
     say(f"predict: {r.rows} rows -> {r.output} (labels {r.labels})")
 
 

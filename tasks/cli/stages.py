@@ -96,7 +96,7 @@ def train_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Optio
         tokens = f", {r.tokens_per_s:.0f} tokens/s" if r.tokens_per_s != r.samples_per_s else ""  # images: rows
         say(f"train ({cfg.strategy}): best val macro-F1 {r.best_val_macro_f1:.4f} at epoch {r.best_epoch}/"
             f"{r.epochs_run} ({r.samples_per_s:.1f} samples/s{tokens} on {r.device} x{r.world_size}, batch "
-            f"{r.batch_size}){resumed}; model in {r.model_dir}")
+            f"{r.batch_size}, {r.precision}){resumed}; model in {r.model_dir}")
         say(f"train: {r.stop_summary(cfg.early_stopping_patience)}")
 
 
@@ -109,7 +109,7 @@ def evaluate_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Op
 
     cfg = load_params(params)
     m = evaluate.run(cfg.evaluate, input_dir, model_dir, metrics, plots_dir, seed=cfg.train.seed,
-                     base_model=cfg.train.model, kind=cfg.task.kind)
+                     base_model=cfg.train.model, kind=cfg.task.kind, precision=cfg.inference.precision)
     baseline = baseline_of(m)
     say(f"evaluate: model macro-F1 {m['model']['macro_f1']:.4f}, baseline ({baseline.description}) "
         f"macro-F1 {baseline.scores['macro_f1']:.4f} on {m['n_test']} test rows")
@@ -124,5 +124,5 @@ def reference_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.O
 
     cfg = load_params(params)
     p = reference.run(input_dir, model_dir, output, cfg.monitor.reference_rows, cfg.preprocess.seed,
-                      max_length=cfg.preprocess.max_length, kind=cfg.task.kind)
+                      max_length=cfg.preprocess.max_length, kind=cfg.task.kind, precision=cfg.inference.precision)
     say(f"reference: {len(p)} training rows profiled (predictions, descriptors, embeddings) -> {output}")

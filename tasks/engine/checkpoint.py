@@ -25,6 +25,7 @@ from tasks.files.digest import update_with_file
 CHECKPOINT_FILE = "last.pt"
 # Params that change speed or bookkeeping, not the trained weights.
 NOT_IN_FINGERPRINT = {"num_threads", "checkpoint_every_steps", "device", "processes", "compile"}
+# precision changes the arithmetic: a bf16 run does not resume an fp32 one (it stays in the fingerprint)
 
 
 @dataclass

@@ -99,6 +99,7 @@ class Kind(ABC):
     baseline_name: ClassVar[str]              # the key of the baseline's scores in evaluate's report
     baseline_description: ClassVar[str]       # the baseline in words
     encoded_columns: ClassVar[tuple[str, ...]]  # model-ready columns a processor made (dropped to re-encode)
+    bf16_ok: ClassVar[bool] = True            # precision auto may pick bf16 (False where bf16 was measured to hurt)
 
     # --- data role ---------------------------------------------------------------------------------------------
     @abstractmethod

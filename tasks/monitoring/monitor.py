@@ -59,7 +59,8 @@ def check_batch(params: Params, store: BatchStore, registry: Registry, batch: Ba
 
     reference, production_f1 = production_reference(registry)
     rows = profile.sample(store.rows(batch.id), params.monitor.max_rows, params.preprocess.seed).reset_index(drop=True)
-    predictor = Predictor(registry.production, params.preprocess.max_length, params.evaluate.batch_size)
+    predictor = Predictor(registry.production, params.preprocess.max_length, params.evaluate.batch_size,
+                          precision=params.inference.precision)
     current, live = predictor.profile_and_live(rows if batch.labelled else rows.drop(
         columns=[predictor.kind.label_column], errors="ignore"))
     out = reports_dir / batch.id

@@ -3,6 +3,10 @@
 DVC does the work (`dvc remote add`, `dvc push`, `dvc pull`); this module only configures it and pushes after a
 gate decision when a default remote is set. On a fresh clone, tasks/changes.py:pull restores the production link from
 the registry's event log (the link itself is machine-local and not versioned).
+
+Which registry version is the team's latest lives in git (models/registry.dvc), and a run does not commit. So a push
+also writes that pointer into the remote itself (REGISTRY_HEAD), and a pull, or a model server following the remote,
+takes the registry from there: replicas on other machines see a promotion as soon as it is pushed.
 """
 from __future__ import annotations
 
@@ -12,7 +16,12 @@ from pathlib import Path
 from typing import Optional
 
 from tasks.orchestration.pipeline import run_dvc, tool_env
+from tasks.redaction import redact
 from tasks.orchestration.server_slot import confirm_slots
+
+
+REGISTRY_POINTER = "models/registry.dvc"
+REGISTRY_HEAD = "tuneline/registry.dvc"  # in the remote: the pointer of the registry the last gate pushed
 
 
 class StorageError(RuntimeError):
@@ -44,6 +53,7 @@ def push(project_dir: str | Path) -> Optional[str]:
         return None
     confirm_slots()  # a flow run that lost its server-wide slot never pushes
     out = run_dvc(["push"], project_dir, capture=True).strip().splitlines()
+    publish_registry_head(project_dir)
     return f"dvc push -> {remote}: {out[-1] if out else 'done'}"
 
 
@@ -51,3 +61,39 @@ def pull(project_dir: str | Path) -> str:
     """`dvc pull` from the default remote (tasks/changes.py:pull then restores the production link)."""
     out = run_dvc(["pull"], Path(project_dir).resolve(), capture=True).strip().splitlines()
     return f"dvc pull: {out[-1] if out else 'done'}"
+
+
+def remote_location(project_dir: str | Path):
+    """The default remote's filesystem and root path, as DVC itself opens them (credentials and endpoint included)."""
+    from dvc.repo import Repo
+
+    with Repo(str(Path(project_dir).resolve())) as repo:
+        remote = repo.cloud.get_remote()
+    return remote.fs, remote.path
+
+
+def publish_registry_head(project_dir: str | Path) -> None:
+    """Write this clone's registry pointer into the remote, after its files were pushed."""
+    pointer = Path(project_dir) / REGISTRY_POINTER
+    if not pointer.exists():
+        return
+    fs, root = remote_location(project_dir)
+    head = fs.join(root, REGISTRY_HEAD)
+    fs.makedirs(fs.parent(head), exist_ok=True)
+    fs.pipe_file(head, pointer.read_bytes())
+
+
+def adopt_registry_head(project_dir: str | Path) -> Optional[str]:
+    """The remote's registry pointer, when it differs from this clone's: written here and its files pulled. Returns
+    what was done, or None when there is no remote head or this clone has it already."""
+    fs, root = remote_location(project_dir)
+    head = fs.join(root, REGISTRY_HEAD)
+    if not fs.exists(head):
+        return None
+    pointer = Path(project_dir) / REGISTRY_POINTER
+    wanted = fs.cat_file(head)
+    if pointer.exists() and pointer.read_bytes() == wanted:
+        return None
+    pointer.write_bytes(wanted)
+    run_dvc(["pull", REGISTRY_POINTER], Path(project_dir).resolve(), capture=True)
+    return redact(f"registry: took the version the remote's last push recorded ({REGISTRY_HEAD})")

@@ -40,9 +40,11 @@ class PromotionResult:
     unchanged: bool = False  # the candidate is already production: nothing was gated or recorded
 
 
-def predictions_of(model_dir: Path, kind: Kind, test: pd.DataFrame, max_length: int, batch_size: int) -> np.ndarray:
+def predictions_of(model_dir: Path, kind: Kind, test: pd.DataFrame, max_length: int, batch_size: int,
+                   precision: str = "auto") -> np.ndarray:
     """A saved model's predictions as label names, encoded with its own processor (labels are matched by name)."""
-    return Predictor(model_dir, max_length, batch_size).predict(raw_rows(kind, test), desc="score production").rows
+    predictor = Predictor(model_dir, max_length, batch_size, precision=precision)
+    return predictor.predict(raw_rows(kind, test), desc="score production").rows
 
 
 def test_sets(candidate: dict, production: dict, pool: list[str]) -> dict[str, tuple[dict, dict]]:
@@ -84,7 +86,7 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
     if comparable:
         test = read_split(processed / "test.parquet")
         y_pred = predictions_of(registry.production, kind, test, params.preprocess.max_length,
-                                params.evaluate.batch_size)
+                                params.evaluate.batch_size, params.inference.precision)
         y_true = kind.truth(test)
         production = kind.scores(y_true, y_pred, labels)
         sets = test_sets(evaluation.get("by_origin", {}), scores_by_origin(kind, test, y_true, y_pred, labels),

@@ -20,10 +20,10 @@ from tasks.kinds.base import InputLimits
 
 class TunelineAPI(ls.LitAPI):
     def __init__(self, production: str, status_dir: str, limits: InputLimits, max_batch_size: int,
-                 batch_timeout_s: float, workers: int, log_share: float, check_s: float):
+                 batch_timeout_s: float, workers: int, log_share: float, check_s: float, precision: str = "auto"):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout_s, api_path="/predict")
         self.production, self.status_dir, self.limits = production, status_dir, limits
-        self.workers, self.log_share, self.check_s = workers, log_share, check_s
+        self.workers, self.log_share, self.check_s, self.precision = workers, log_share, check_s, precision
 
     def setup(self, device) -> None:
         import torch
@@ -34,7 +34,7 @@ class TunelineAPI(ls.LitAPI):
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.workers))
         self.rng = random.Random(os.getpid())
         self.model = ProductionModel(Path(self.production), Path(self.status_dir), batch_size=64,
-                                     check_s=self.check_s, worker=str(os.getpid()))
+                                     check_s=self.check_s, worker=str(os.getpid()), precision=self.precision)
         self.model.start()
 
     def decode_request(self, request: dict, **kwargs) -> dict:

@@ -54,8 +54,10 @@ def link_target(production: Path) -> str:
 
 
 class ProductionModel:
-    def __init__(self, production: Path, status_dir: Path, batch_size: int, check_s: float, worker: str):
+    def __init__(self, production: Path, status_dir: Path, batch_size: int, check_s: float, worker: str,
+                 precision: str = "auto"):
         self.production, self.status_dir, self.batch_size = production, status_dir, batch_size
+        self.precision = precision
         self.check_s, self.worker = check_s, worker
         self.current: Optional[Loaded] = None
         self.staged: Optional[Staged] = None
@@ -67,7 +69,8 @@ class ProductionModel:
         from tasks.inference import Predictor
 
         directory = Path(target)
-        return Loaded(version_of(directory), target, Predictor(directory, batch_size=self.batch_size))
+        return Loaded(version_of(directory), target, Predictor(directory, batch_size=self.batch_size,
+                                                               precision=self.precision))
 
     def start(self) -> None:
         """Load what production points at now (a worker without a model does not start), then watch the link."""

@@ -67,7 +67,8 @@ def build(paths: ProjectPaths, params: Params, host: str, port: int):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state / "metrics")  # before any process creates a metric
     limits = InputLimits(cfg.max_text_chars, cfg.max_image_pixels)
     api = TunelineAPI(str(paths.production), str(state / "workers"), limits, cfg.max_batch_size,
-                      cfg.batch_timeout_ms / 1000, cfg.workers, cfg.log_share, cfg.reload_check_s)
+                      cfg.batch_timeout_ms / 1000, cfg.workers, cfg.log_share, cfg.reload_check_s,
+                      params.inference.precision)
     traffic = TrafficLog(str(state / "traffic"), str(paths.incoming), str(paths.production),
                          params.data.model_dump(), cfg.rotate_rows, cfg.rotate_minutes * 60) if cfg.log_share else None
     kinds: dict[str, object] = {}

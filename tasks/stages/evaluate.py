@@ -53,12 +53,13 @@ def slice_scores(kind: Kind, test: pd.DataFrame, y_true: np.ndarray, y_pred: np.
 
 def run(cfg: EvaluateConfig, processed_dir: str | Path, model_dir: str | Path, metrics_path: str | Path,
         plots_dir: Optional[str | Path] = None, seed: int = 0, base_model: str = "default",
-        kind: Kind | str = "text-classification") -> dict:
+        kind: Kind | str = "text-classification", precision: str = "auto") -> dict:
     kind = get_kind(kind)
     processed = Path(processed_dir)
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
     test = read_split(processed / "test.parquet")
-    predicted = Predictor(model_dir, batch_size=cfg.batch_size).predict(test, desc="evaluate")
+    predictor = Predictor(model_dir, batch_size=cfg.batch_size, precision=precision)
+    predicted = predictor.predict(test, desc="evaluate")
     y_true, y_pred = kind.truth(test), predicted.rows
 
     train = read_split(processed / "train.parquet")

@@ -22,13 +22,14 @@ class PredictResult:
 
 
 def run(input_path: str | Path, output_path: str | Path, model_dir: str | Path, column: Optional[str] = None,
-        batch_size: int = 64, max_length: Optional[int] = None, int8: bool = False) -> PredictResult:
+        batch_size: int = 64, max_length: Optional[int] = None, int8: bool = False,
+        precision: str = "auto") -> PredictResult:
     input_path, output_path = Path(input_path), Path(output_path)
     if not Path(model_dir).exists():
         raise FileNotFoundError(f"{model_dir}: no model here (train and promote one first: tuneline run)")
     kind = kind_of_model(model_dir)
     df = kind.read_predict_input(input_path, column)
-    predictor = Predictor(model_dir, max_length, batch_size, int8=int8)
+    predictor = Predictor(model_dir, max_length, batch_size, int8=int8, precision=precision)
     predicted = predictor.predict(df)
     out = df.copy()
     for name, values in kind.prediction_columns(predicted, predictor.labels, df).items():

@@ -15,10 +15,11 @@ from tasks.monitoring.profile import sample
 
 
 def run(processed_dir: str | Path, model_dir: str | Path, output: str | Path, rows: int, seed: int,
-        batch_size: int = 64, max_length: Optional[int] = None, kind: Kind | str = "text-classification") -> pd.DataFrame:
+        batch_size: int = 64, max_length: Optional[int] = None, kind: Kind | str = "text-classification",
+        precision: str = "auto") -> pd.DataFrame:
     kind = get_kind(kind)
     train = read_split(Path(processed_dir) / "train.parquet")
     train = sample(train[~train["augmented"]].reset_index(drop=True), rows, seed)
-    profile = Predictor(model_dir, max_length, batch_size).profile(raw_rows(kind, train).reset_index(drop=True))
+    profile = Predictor(model_dir, max_length, batch_size, precision=precision).profile(raw_rows(kind, train).reset_index(drop=True))
     write_parquet(profile, output)
     return profile

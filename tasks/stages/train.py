@@ -53,6 +53,7 @@ def log_metrics(metrics_dir: str | Path, result: TrainResult) -> None:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 live.log_metric(key, value, plot=False)
         live.summary["stop_reason"] = result.stop_reason  # early_stopped | budget | still_improving
+        live.summary["precision"] = result.precision  # fp32 | bf16 | fp16
 
 
 def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metrics_dir: str | Path,
@@ -68,7 +69,7 @@ def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metr
     train = kind.split(train_frame, processor, cfg)
     validate = validator(kind, read_split(processed / "val.parquet"), processor, labels)
     ck = checkpoint_file(cfg, processed, checkpoint_dir)
-    best_state, result = fit(model, train, validate, cfg, ck, on_step_end, stop_requested)
+    best_state, result = fit(model, train, validate, cfg, ck, on_step_end, stop_requested, allow_bf16=kind.bf16_ok)
     result.model_dir = str(model_dir)
     if not distributed.is_main():
         return result
