@@ -12,8 +12,10 @@ Prints samples/s, tokens/s, MFU (when --peak-tflops is given) and the ratio; for
 (warm-up: compilation, allocator, per-shape kernels) apart from the later ones (steady state).
 --model-dir / --csv: a local model directory and a local CSV, for a GPU box where the packaged defaults are not
 installed (copy the MiniLM folder and a CSV there).
-HF Trainer runs as recommended for speed: bf16 where available, fused AdamW (CUDA and CPU), dynamic padding
-(DataCollatorWithPadding), no logging/saving.
+HF Trainer runs as its docs recommend for speed: bf16 where the device runs it natively (a CUDA GPU that supports it,
+or a CPU with avx512_bf16 or AMX: `bf16=True, use_cpu=True`), fused AdamW (CUDA and CPU), dynamic padding
+(DataCollatorWithPadding), no logging/saving. tuneline runs with train.precision (default auto: the same rule).
+Both sides' precision is printed.
 Imports only torch/transformers/numpy/pandas/sklearn, so it runs on a bare GPU box.
 """
 from __future__ import annotations
@@ -73,6 +75,15 @@ def n_params(path: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def hf_uses_bf16() -> bool:
+    """The Trainer's bf16 switch as its docs advise: on where the device has native bf16 (same flags as tuneline's)."""
+    from tasks.engine.device import CPU_BF16_FLAGS, cpu_flags
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(cpu_flags() & set(CPU_BF16_FLAGS))
+
+
 def run_hf_trainer(path: str, enc: dict, labels: list[int], bs: int, lr: float, epochs: int) -> float:
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
@@ -81,7 +92,7 @@ def run_hf_trainer(path: str, enc: dict, labels: list[int], bs: int, lr: float, 
     ds = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
     cuda = torch.cuda.is_available()
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=bs, num_train_epochs=epochs,
-                             learning_rate=lr, bf16=cuda and torch.cuda.is_bf16_supported(),
+                             learning_rate=lr, bf16=hf_uses_bf16(),
                              optim="adamw_torch_fused", report_to=[], save_strategy="no",
                              logging_strategy="no", disable_tqdm=True, use_cpu=not cuda, dataloader_num_workers=0)
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tokenizer))
@@ -93,12 +104,12 @@ def run_hf_trainer(path: str, enc: dict, labels: list[int], bs: int, lr: float, 
 
 
 def run_tuneline(path: str, enc: dict, labels: list[int], bs: int | str, lr: float, epochs: int,
-                 compile_: bool, compile_mode: str) -> tuple[float, list[float], int]:
-    """Overall samples/s (training time only), each epoch's, and the batch size the run used."""
+                 compile_: bool, compile_mode: str, precision: str) -> tuple[float, list[float], int, str]:
+    """Overall samples/s (training time only), each epoch's, the batch size and the precision the run used."""
     ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
     cfg = TrainConfig(model=path, epochs=epochs, batch_size=bs, learning_rate=lr, warmup_ratio=0.0,
                       compile=compile_, compile_mode=compile_mode, early_stopping_patience=epochs + 1,
-                      checkpoint_every_steps=None)
+                      checkpoint_every_steps=None, precision=precision)
     names = [str(i) for i in range(max(labels) + 1)]
     model, tokenizer = build_model(cfg, names)
     split = TokenizedSplit(ids, np.asarray(labels, dtype=np.int64), np.array([len(x) for x in ids]),
@@ -111,7 +122,8 @@ def run_tuneline(path: str, enc: dict, labels: list[int], bs: int | str, lr: flo
     tiny_val = pd.DataFrame({"input_ids": ids[:32], "label": [names[i] for i in labels[:32]]})
     _, result = fit(model, split, validator(TextKind(), tiny_val, tokenizer, names), cfg)
     # Training time only, as for the Trainer (its validation is excluded).
-    return result.samples_per_s, [h["epoch_samples_per_s"] for h in result.history], result.batch_size
+    return (result.samples_per_s, [h["epoch_samples_per_s"] for h in result.history], result.batch_size,
+            result.precision)
 
 
 def main() -> None:
@@ -130,6 +142,7 @@ def main() -> None:
     ap.add_argument("--label-column", default="sentiment")
     ap.add_argument("--compile", action="store_true", help="tuneline with train.compile (fixed batch shapes)")
     ap.add_argument("--compile-mode", default="default", help="train.compile_mode, e.g. reduce-overhead")
+    ap.add_argument("--precision", default="auto", help="tuneline's train.precision: auto, fp32, bf16")
     ap.add_argument("--skip-hf", action="store_true", help="tuneline only")
     ap.add_argument("--peak-tflops", type=float, default=None, help="device peak (dense) for MFU; omit on CPU")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -140,7 +153,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"{len(texts)} rows, max length {args.max_length}, {args.epochs} epoch(s), lr {args.lr:g}, compile "
           f"{args.compile and args.compile_mode}, device {device}")
-    print(f"{'model':10s} {'runner':10s} {'batch':>5s} {'samples/s':>10s} {'tokens/s':>10s} {'MFU':>7s}  "
+    print(f"{'model':10s} {'runner':10s} {'batch':>5s} {'prec':>5s} {'samples/s':>10s} {'tokens/s':>10s} {'MFU':>7s}  "
           "per epoch (samples/s)")
     results = []
     work = Path(tempfile.mkdtemp())
@@ -151,19 +164,22 @@ def main() -> None:
         params = n_params(path)
         hf_sps = None if args.skip_hf else run_hf_trainer(path, enc, labels, args.hf_batch_size, args.lr,
                                                           args.epochs)
-        tl_sps, per_epoch, tl_batch = run_tuneline(path, enc, labels, args.batch_size, args.lr, args.epochs,
-                                                   args.compile, args.compile_mode)
+        tl_sps, per_epoch, tl_batch, tl_precision = run_tuneline(path, enc, labels, args.batch_size, args.lr,
+                                                                 args.epochs, args.compile, args.compile_mode,
+                                                                 args.precision)
+        hf_precision = "bf16" if hf_uses_bf16() else "fp32"
         name = Path(kind).name[:10]
-        for runner, sps, epochs, batch in (("hf", hf_sps, [], args.hf_batch_size),
-                                           ("tuneline", tl_sps, per_epoch, tl_batch)):
+        for runner, sps, epochs, batch, precision in (("hf", hf_sps, [], args.hf_batch_size, hf_precision),
+                                                      ("tuneline", tl_sps, per_epoch, tl_batch, tl_precision)):
             if sps is None:
                 continue
             tps = sps * tokens / len(labels)  # real (unpadded) tokens per second, the same count for both
             mfu = 6 * params * tps / (args.peak_tflops * 1e12) if args.peak_tflops else None
             shown = "n/a" if mfu is None else f"{mfu:.1%}"
-            print(f"{name:10s} {runner:10s} {batch:5d} {sps:10.1f} {tps:10.0f} {shown:>7s}  "
+            print(f"{name:10s} {runner:10s} {batch:5d} {precision:>5s} {sps:10.1f} {tps:10.0f} {shown:>7s}  "
                   + " ".join(f"{e:.1f}" for e in epochs))
-            results.append({"model": kind, "runner": runner, "batch_size": batch, "samples_per_s": sps, "tokens_per_s": tps, "mfu": mfu,
+            results.append({"model": kind, "runner": runner, "batch_size": batch, "precision": precision,
+                            "samples_per_s": sps, "tokens_per_s": tps, "mfu": mfu,
                             "per_epoch_samples_per_s": epochs})
         if len(per_epoch) > 1:
             steady = sum(per_epoch[1:]) / len(per_epoch[1:])

@@ -95,7 +95,9 @@ class PreprocessConfig(_Strict):
     max_val_samples: Optional[int] = Field(None, ge=1)
     max_test_samples: Optional[int] = Field(None, ge=1)
     max_length: int = Field(64, ge=8, description="text and token kinds: tokens; longer inputs are truncated")
-    image_size: int = Field(224, ge=8, description="image-classification: square side the model sees (pixels)")
+    image_size: Optional[int] = Field(
+        None, ge=8, description="image-classification: square side the model sees (pixels); null = the model's own "
+                                "image processor's size")
     batch_size: int = Field(1000, ge=1, description="texts per tokenizer call")
     augment: AugmentConfig = AugmentConfig()
 
@@ -119,6 +121,17 @@ class TrainConfig(_Strict):
     strategy: Literal["full", "head", "gradual", "lora"] = Field(
         "full", description="full fine-tuning | head only (base frozen) | gradual unfreezing top-down | LoRA adapters")
     lora: LoraConfig = LoraConfig()
+    blocks: Optional[str] = Field(
+        None, description="dotted path of the model's list of blocks (e.g. transformer.h) where tuneline cannot find "
+                          "it; head, gradual and layer_lr_decay group parameters by these blocks")
+    optimizer: Literal["adamw", "adam", "sgd", "rmsprop"] = Field(
+        "adamw", description="the update rule (fused or foreach implementation where torch has one)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd and rmsprop: momentum")
+    nesterov: bool = Field(False, description="sgd: Nesterov momentum")
+    loss: Literal["auto", "cross_entropy", "focal", "mse", "huber"] = Field(
+        "auto", description="auto = cross_entropy (classification) / mse (regression); focal: (1-p)^gamma x CE")
+    focal_gamma: float = Field(2.0, ge=0, description="loss focal: how much well-classified rows are discounted")
+    huber_delta: float = Field(1.0, gt=0, description="loss huber: where the squared error turns linear")
     unfreeze_layers_per_epoch: int = Field(1, ge=1, description="gradual: groups unfrozen per epoch after the first")
     layer_lr_decay: float = Field(1.0, gt=0, le=1, description="each layer's rate = rate of the layer above × decay")
     dropout: Optional[float] = Field(None, ge=0, lt=1, description="override the model's dropout probabilities")
@@ -158,6 +171,12 @@ class TrainConfig(_Strict):
     @property
     def epoch_budget(self) -> int:
         return self.max_epochs or self.epochs
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> "TrainConfig":
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs optimizer sgd with momentum > 0")
+        return self
 
 
 class InferenceConfig(_Strict):

@@ -30,10 +30,10 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted
     assert [h["val_macro_f1"] for h in resumed.history] == [h["val_macro_f1"] for h in whole.history]
     assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in whole.history],
                                                                        abs=1e-6)
-    assert resumed.best_val_macro_f1 == whole.best_val_macro_f1
+    assert resumed.best_val_score == whole.best_val_score
     assert (tmp_path / "resumed/model.safetensors").read_bytes() == (tmp_path / "whole/model.safetensors").read_bytes()
     m1, m2 = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("m1", "m2"))
-    assert m1["best_val_macro_f1"] == m2["best_val_macro_f1"] and m2["resumed_from_step"] == 20
+    assert m1["best_val_score"] == m2["best_val_score"] and m2["resumed_from_step"] == 20
 
 
 def test_a_changed_config_does_not_resume_an_unrelated_run(tmp_path, tiny_model_dir, processed):

@@ -53,7 +53,7 @@ def test_unfreeze_schedule_with_several_groups_per_epoch():
 
 def test_layer_lr_decay_gives_each_layer_the_rate_above_times_decay(tiny_model_dir):
     model = load_model(str(tiny_model_dir), ["a", "b"])
-    groups = build_param_groups(model, lr=1e-3, weight_decay=0.01, layer_lr_decay=0.5)
+    groups = build_param_groups(named_groups(model), lr=1e-3, weight_decay=0.01, layer_lr_decay=0.5)
     rates = {}
     for g in groups:
         rates.setdefault(g["name"], set()).add(g["lr"])
@@ -73,7 +73,7 @@ def test_cnn_stages_are_the_layer_groups_for_head_gradual_and_layer_wise_rates(t
     names = [name for name, _ in named_groups(model)]
     assert names == ["head", "layer.1", "layer.0", "embeddings"]  # classifier, ResNet stages top-down, stem
     assert frozen_groups("gradual", 2, names) == ["layer.0", "embeddings"]
-    rates = {g["name"]: g["lr"] for g in build_param_groups(model, 1e-3, 0.0, layer_lr_decay=0.5)}
+    rates = {g["name"]: g["lr"] for g in build_param_groups(named_groups(model), 1e-3, 0.0, layer_lr_decay=0.5)}
     assert rates == pytest.approx({"head": 1e-3, "layer.1": 5e-4, "layer.0": 2.5e-4, "embeddings": 1.25e-4})
 
 

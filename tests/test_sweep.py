@@ -36,7 +36,7 @@ def test_sweep_records_trials_as_dvc_experiments_and_gates_the_best_by_validatio
     recorded = experiments(project)
     trials = {name: data for name, data in recorded.items() if name.startswith("sweep-")}
     assert len(trials) == 4, recorded.keys()
-    val = {name: data["metrics"][TRAIN_SUMMARY]["data"]["best_val_macro_f1"] for name, data in trials.items()}
+    val = {name: data["metrics"][TRAIN_SUMMARY]["data"]["best_val_score"] for name, data in trials.items()}
     tried = {name: (data["params"]["params.yaml"]["data"]["train"]["learning_rate"],
                     data["params"]["params.yaml"]["data"]["train"]["epochs"]) for name, data in trials.items()}
     assert sorted(tried.values()) == [(1e-12, 1), (1e-12, 4), (3e-3, 1), (3e-3, 4)]
@@ -45,7 +45,7 @@ def test_sweep_records_trials_as_dvc_experiments_and_gates_the_best_by_validatio
         assert data["metrics"].get(TEST_METRICS, {}).get("data", test_metrics_before) == test_metrics_before
 
     report = json.loads((project / "reports/sweep.json").read_text())
-    assert {t["name"]: t["val_macro_f1"] for t in report["trials"]} == val
+    assert {t["name"]: t["val_score"] for t in report["trials"]} == val
     best = next(t["name"] for t in report["trials"] if val[t["name"]] == max(val.values()))  # ties: the earlier
     assert report["winner"]["name"] == best and val[best] > min(val.values())
     assert "the test split is not read" in report["chosen_by"]

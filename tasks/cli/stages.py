@@ -8,6 +8,7 @@ import typer
 
 from tasks.cli.output import say, user_errors
 from tasks.config import load_params
+from tasks.scoring import metric_name
 
 stage = typer.Typer(help="Pipeline stages (what dvc.yaml runs).", no_args_is_help=True)
 
@@ -94,7 +95,7 @@ def train_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Optio
     if distributed.is_main():
         resumed = f"; resumed at step {r.resumed_from_step}" if r.resumed_from_step else ""
         tokens = f", {r.tokens_per_s:.0f} tokens/s" if r.tokens_per_s != r.samples_per_s else ""  # images: rows
-        say(f"train ({cfg.strategy}): best val macro-F1 {r.best_val_macro_f1:.4f} at epoch {r.best_epoch}/"
+        say(f"train ({cfg.strategy}): best val {metric_name(r.val_metric)} {r.best_val_score:.4f} at epoch {r.best_epoch}/"
             f"{r.epochs_run} ({r.samples_per_s:.1f} samples/s{tokens} on {r.device} x{r.world_size}, batch "
             f"{r.batch_size}, {r.precision}){resumed}; model in {r.model_dir}")
         say(f"train: {r.stop_summary(cfg.early_stopping_patience)}")

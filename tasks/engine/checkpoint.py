@@ -36,7 +36,7 @@ class LoopState:
     global_step: int = 0
     rng_epoch_start: Optional[dict] = None  # numpy Generator state before the epoch's batches were drawn
     loss_sum: float = 0.0          # this epoch's summed training loss so far
-    best_f1: float = -1.0
+    best_score: float = float("-inf")  # the best validation score so far, signed so that higher is better
     best_epoch: int = 0
     since_best: int = 0
     stopped: bool = False

@@ -25,7 +25,10 @@ from tasks.engine.stopping import describe_stop, stop_reason
 from tasks.engine.batching import StaticShapes, longest_row, units
 from tasks.engine.device import choose_precision, pick_device
 from tasks.engine.splits import IGNORE_INDEX, Split
-from tasks.engine.strategies import build_param_groups, frozen_groups, named_groups, set_frozen, trainable
+from tasks.engine.losses import choose_loss, make_loss
+from tasks.engine.optimizers import build_optimizer, implementation
+from tasks.engine.strategies import (build_param_groups, frozen_groups, groups_needed_by, named_groups, set_frozen,
+                                     trainable)
 
 Validator = Callable[[torch.nn.Module, int, torch.device], dict]
 StepCallback = Callable[[int], None]
@@ -43,7 +46,7 @@ class TrainingStopped(Exception):
 class TrainResult:
     model_dir: str
     best_epoch: int
-    best_val_macro_f1: float
+    best_val_score: float  # the best epoch's validation `val_metric` (macro_f1; rmse for regression)
     epochs_run: int
     stopped_early: bool
     train_seconds: float
@@ -56,6 +59,8 @@ class TrainResult:
     batch_size: int = 0  # what the run used: train.batch_size, or what `auto` chose for the device
     learning_rate: float = 0.0
     precision: str = "fp32"  # what the run computed in: fp32, or bf16 / fp16 autocast
+    val_metric: str = "macro_f1"  # what early stopping and the best epoch follow
+    val_higher_is_better: bool = True
     stop_reason: str = ""  # one of STOP_REASONS
     history: list[dict] = field(default_factory=list)
 
@@ -113,11 +118,12 @@ def configure_cpu_threads(cfg: TrainConfig, world: int) -> None:
 
 def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_path: Optional[Path] = None,
         on_step_end: Optional[StepCallback] = None, stop_requested: Optional[Callable[[], bool]] = None,
-        allow_bf16: bool = True) -> tuple[dict, TrainResult]:
-    """Train in place; returns the best state dict (by val macro-F1) and the run summary.
+        allow_bf16: bool = True, objective: str = "classification") -> tuple[dict, TrainResult]:
+    """Train in place; returns the best state dict (by the validation score) and the run summary.
 
-    `validate(model, batch_size, device)` scores the validation split as the task kind defines it and returns at
-    least `val_macro_f1` (early stopping and the best epoch follow it).
+    `validate(model, batch_size, device)` scores the validation split as the task kind defines it and returns at least
+    `val_<metric>` for the validator's `metric` attribute (macro_f1 when it has none); early stopping and the best
+    epoch follow it, in its direction (`higher_is_better`, True when absent).
 
     With checkpoint_path, the loop saves its whole state every `checkpoint_every_steps` steps and after every epoch,
     and a rerun resumes from there, ending with the same weights as an uninterrupted run (same seed, CPU). When
@@ -139,18 +145,28 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
         print(f"train: {precision.reason}", flush=True)
     # fp16 needs its gradients scaled (bf16 has fp32's range and does not); the weights stay fp32 either way.
     scaler = torch.amp.GradScaler(device.type) if precision.name == "fp16" else None
-    # Fused AdamW runs on CPU too: one vectorised pass instead of a loop over tensors, which cut
-    # clip + optimizer step from 0.15 s to 0.04 s per MiniLM batch on the 2-core CI machine.
-    optimizer = torch.optim.AdamW(build_param_groups(model, cfg.learning_rate, cfg.weight_decay, cfg.layer_lr_decay),
-                                  lr=cfg.learning_rate, fused=device.type in ("cuda", "cpu"))
-    group_names = [name for name, _ in named_groups(model)]
+    groups = named_groups(model, cfg.blocks, needed_by=groups_needed_by(cfg.strategy, cfg.layer_lr_decay))
+    # Fused AdamW on CPU cut clip + optimizer step from 0.15 s to 0.04 s per MiniLM batch on the 2-core CI machine.
+    optimizer = build_optimizer(cfg.optimizer, build_param_groups(groups, cfg.learning_rate, cfg.weight_decay,
+                                                                  cfg.layer_lr_decay),
+                                cfg.learning_rate, device.type, cfg.momentum, cfg.nesterov)
+    if rank == 0:
+        print(f"train: optimizer {cfg.optimizer} ({implementation(cfg.optimizer, device.type)}), loss "
+              f"{choose_loss(cfg.loss, objective)}", flush=True)
+    group_names = [name for name, _ in groups]
     budget = cfg.epoch_budget
     total = batches_per_epoch(train, cfg.batch_size, world) * budget
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.scheduler, int(cfg.warmup_ratio * total),
                                                                        total))
-    weight = class_weight_tensor(cfg.class_weights, train.targets(), model.config.num_labels)
-    weight = weight.to(device) if weight is not None else None
+    weight = None
+    if objective == "classification":
+        weight = class_weight_tensor(cfg.class_weights, train.targets(), model.config.num_labels)
+        weight = weight.to(device) if weight is not None else None
+    loss_of = make_loss(choose_loss(cfg.loss, objective), weight, cfg.label_smoothing, cfg.focal_gamma,
+                        cfg.huber_delta)
 
+    metric = getattr(validate, "metric", "macro_f1")
+    sign = 1.0 if getattr(validate, "higher_is_better", True) else -1.0
     loop, best_state = checkpoint.LoopState(), None
     restored = checkpoint.load(checkpoint_path, model, optimizer, scheduler)
     if restored is not None:
@@ -204,11 +220,9 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
             targets = targets.to(device, non_blocking=True)
             with precision.autocast(device):
                 logits = forward(**{k: v.to(device, non_blocking=True) for k, v in inputs.items()}).logits
-            # One loss for every kind: (batch, classes) per row, or (batch, length, classes) per token, where
-            # IGNORE_INDEX marks the positions that carry no label.
-            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                                     weight=weight, ignore_index=IGNORE_INDEX,
-                                                     label_smoothing=cfg.label_smoothing)
+            # One loss for every kind (losses.py): (batch, classes) per row, (batch, length, classes) per token,
+            # where IGNORE_INDEX marks the positions that carry no label, or (batch, 1) scores.
+            loss = loss_of(logits, targets)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
@@ -251,8 +265,8 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
         record = {"epoch": epoch, "train_loss": loop.loss_sum / max(1, rows), "epoch_samples_per_s": epoch_rate,
                   **scores}
         loop.history.append({**record, "trainable": trainable(optimizer)})
-        if record["val_macro_f1"] > loop.best_f1:
-            loop.best_f1, loop.best_epoch, loop.since_best = record["val_macro_f1"], epoch, 0
+        if sign * record[f"val_{metric}"] > loop.best_score:
+            loop.best_score, loop.best_epoch, loop.since_best = sign * record[f"val_{metric}"], epoch, 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             loop.since_best += 1
@@ -262,7 +276,7 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
     distributed.shutdown()
     epochs_run = len(loop.history)
     result = TrainResult(
-        model_dir="", best_epoch=loop.best_epoch, best_val_macro_f1=loop.best_f1, epochs_run=epochs_run,
+        model_dir="", best_epoch=loop.best_epoch, best_val_score=sign * loop.best_score, epochs_run=epochs_run,
         stopped_early=loop.stopped, stop_reason=stop_reason(loop.stopped, loop.best_epoch, epochs_run),
         train_seconds=loop.train_seconds,
         samples_per_s=loop.samples / max(loop.train_seconds, 1e-9),
@@ -270,5 +284,6 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
         resumed_from_step=resumed_from, history=loop.history,
         trainable_params=sum(p.numel() for g in optimizer.param_groups for p in g["params"]),
         batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, precision=precision.name,
+        val_metric=metric, val_higher_is_better=sign > 0,
     )
     return best_state, result

@@ -25,13 +25,19 @@ def auto_model(auto_class: str):
     return getattr(transformers, auto_class)
 
 
-def load_model(path: str, labels: list[str], dropout: Optional[float] = None, auto_class: str = SEQUENCE):
+def load_model(path: str, labels: list[str], dropout: Optional[float] = None, auto_class: str = SEQUENCE,
+               pad_token_id: Optional[int] = None):
     """The pre-trained body (a resolved local path or hub id) with a fresh head sized for `labels`
-    (id2label/label2id saved)."""
+    (id2label/label2id saved). `pad_token_id`: the tokenizer's, recorded in a config that has none (decoders), which
+    their classifiers need to find each row's last real token."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path, num_labels=len(labels), id2label=dict(enumerate(labels)),
                                         label2id={l: i for i, l in enumerate(labels)})
+    if pad_token_id is not None and getattr(config, "pad_token_id", None) is None:
+        print(f"train: {path} has no pad token in its config: padding with token id {pad_token_id} "
+              "(the tokenizer's, its end-of-text token where it had none), saved with the model", flush=True)
+        config.pad_token_id = pad_token_id
     if dropout is not None:  # every *dropout* probability the architecture has (names differ between families)
         for key, value in config.to_dict().items():
             if "dropout" in key and isinstance(value, (float, type(None))) and not key.startswith("layerdrop"):
@@ -43,20 +49,21 @@ def load_model(path: str, labels: list[str], dropout: Optional[float] = None, au
 
 def add_lora(model, r: int, alpha: int, dropout: float, target_modules: Optional[list[str]] = None,
              task_type: str = "SEQ_CLS"):
-    """Wrap in LoRA adapters: only the adapters and the new head (PEFT's modules_to_save) stay trainable."""
+    """Wrap in LoRA adapters: only the adapters and the new head (PEFT's modules_to_save) stay trainable.
+
+    The adapted modules: `target_modules` (train.lora.target_modules), else the family's default (PEFT's table, or
+    tuneline's for the families PEFT lacks: families.lora_targets), else a ConfigError naming the setting."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    if not task_type:  # no PEFT task type (image classification): the head is saved and trained in full
-        if not target_modules:
-            from tasks.config import ConfigError
+    from tasks.engine.families import lora_targets
 
-            raise ConfigError("train.lora.target_modules: name the modules to adapt for this model "
-                             "(e.g. [query, value] for a ViT)")
-        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+    targets = target_modules or lora_targets(model)
+    if not task_type:  # no PEFT task type (image classification): the head is saved and trained in full
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
                             modules_to_save=["classifier"])
     else:
         config = LoraConfig(task_type=getattr(TaskType, task_type), r=r, lora_alpha=alpha, lora_dropout=dropout,
-                            target_modules=target_modules)
+                            target_modules=targets)
     return get_peft_model(model, config)
 
 

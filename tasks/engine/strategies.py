@@ -1,45 +1,46 @@
 """Fine-tuning strategies from the seeds, as optimizer param groups: new head, frozen base, gradual unfreezing,
 layer-wise learning-rate decay.
 
-Groups are named and ordered top-down: "head" (classifier and pooler: everything trained on top of the encoder
-layers), "layer.N-1" ... "layer.0" (transformer blocks, or a CNN's stages), then "embeddings" (or a CNN's stem). Each group's rate is the rate of the group above times
+Groups are named and ordered top-down: "head" (classifier, pooler, final norm: everything on top of the blocks),
+"layer.N-1" ... "layer.0" (transformer blocks, or a CNN's stages; families.py finds them), then "embeddings" (token
+and position tables, patch embeddings, a CNN's stem). Each group's rate is the rate of the group above times
 `layer_lr_decay`. Frozen groups keep requires_grad=False, so AdamW never touches them (bit-identical weights).
 Needs only torch, so the trainer runs on a bare GPU box.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
 
 import torch
 from torch import nn
 
+from tasks.engine.families import block_list, is_embedding, missing_blocks
+
 NO_DECAY_HINTS = ("bias", "LayerNorm", "layer_norm", "norm")
 
 
-def encoder_layers(model: nn.Module) -> list[nn.Module]:
-    """The transformer blocks, bottom to top: the longest ModuleList named like `layer`/`layers` in the base model."""
-    base = getattr(model, "base_model", model)
-    # Transformers' encoders name them layer/layers/h/block; CNNs name their stages stages (ResNet, ConvNeXt) or
-    # blocks (EfficientNet).
-    candidates = [m for name, m in base.named_modules()
-                  if isinstance(m, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers", "h", "block",
-                                                                              "stages", "blocks")]
-    if not candidates:
-        raise ValueError(f"{type(model).__name__}: cannot find the encoder layers for layer-wise strategies")
-    return list(max(candidates, key=len))
+def named_groups(model: nn.Module, blocks: Optional[str] = None,
+                 needed_by: Optional[str] = None) -> list[tuple[str, list[tuple[str, nn.Parameter]]]]:
+    """(group name, [(param name, param)]) top-down: head, layer.N-1 .. layer.0, embeddings.
 
-
-def named_groups(model: nn.Module) -> list[tuple[str, list[tuple[str, nn.Parameter]]]]:
-    """(group name, [(param name, param)]) top-down: head, layer.N-1 .. layer.0, embeddings."""
-    layers = encoder_layers(model)
-    owner = {}
-    for i, layer in enumerate(layers):
-        for p in layer.parameters():
-            owner[id(p)] = f"layer.{i}"
-    base = getattr(model, "base_model", model)
-    embeddings = next((getattr(base, n) for n in ("embeddings", "embedder", "stem") if hasattr(base, n)), None)
-    for p in (embeddings.parameters() if embeddings is not None else []):
-        owner[id(p)] = "embeddings"
+    The blocks come from families.block_list (`blocks` = train.blocks). Base-model parameters before the first
+    block, and any named like an embedding, are "embeddings"; what comes after the blocks (final norms, poolers)
+    and everything outside the base model (the new classifier) is "head". Without blocks the whole model is one
+    group, which only full fine-tuning at one rate can use: `needed_by` names the setting that needs groups, and
+    raises instead.
+    """
+    layers = block_list(model, blocks)
+    if layers is None:
+        if needed_by:
+            raise missing_blocks(model, needed_by)
+        return [("head", list(model.named_parameters()))]
+    owner = {id(p): f"layer.{i}" for i, layer in enumerate(layers) for p in layer.parameters()}
+    before_blocks = True
+    for name, p in getattr(model, "base_model", model).named_parameters():
+        if id(p) in owner:
+            before_blocks = False
+        elif before_blocks or is_embedding(name):
+            owner[id(p)] = "embeddings"
     order = ["head"] + [f"layer.{i}" for i in reversed(range(len(layers)))] + ["embeddings"]
     groups: dict[str, list] = {name: [] for name in order}
     for name, p in model.named_parameters():
@@ -47,13 +48,23 @@ def named_groups(model: nn.Module) -> list[tuple[str, list[tuple[str, nn.Paramet
     return [(name, groups[name]) for name in order if groups[name]]
 
 
-def build_param_groups(model: nn.Module, lr: float, weight_decay: float, layer_lr_decay: float = 1.0) -> list[dict]:
+def groups_needed_by(strategy: str, layer_lr_decay: float) -> Optional[str]:
+    """The setting that needs layer groups, if any (full fine-tuning at one rate does not)."""
+    if strategy in ("head", "gradual"):
+        return f"train.strategy {strategy}"
+    if layer_lr_decay != 1.0:
+        return "train.layer_lr_decay"
+    return None
+
+
+def build_param_groups(groups: list[tuple[str, list[tuple[str, nn.Parameter]]]], lr: float, weight_decay: float,
+                       layer_lr_decay: float = 1.0) -> list[dict]:
     """One optimizer group per (named group, decay/no-decay), with layer-wise rates.
 
     Only parameters that can train are taken: under LoRA, PEFT has frozen the base for good, and it stays so.
     """
     out = []
-    for depth, (group, params) in enumerate(named_groups(model)):
+    for depth, (group, params) in enumerate(groups):
         rate = lr * layer_lr_decay ** depth
         params = [(n, p) for n, p in params if p.requires_grad]
         decay = [p for n, p in params if not any(h in n for h in NO_DECAY_HINTS)]

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Optional, Protocol
 import numpy as np
 import pandas as pd
 
+from tasks.scoring import higher_is_better
+
 if TYPE_CHECKING:  # typing only: the seam itself imports no torch, transformers or checks code
     import torch
 
@@ -100,6 +102,8 @@ class Kind(ABC):
     baseline_description: ClassVar[str]       # the baseline in words
     encoded_columns: ClassVar[tuple[str, ...]]  # model-ready columns a processor made (dropped to re-encode)
     bf16_ok: ClassVar[bool] = True            # precision auto may pick bf16 (False where bf16 was measured to hurt)
+    objective: ClassVar[str] = "classification"  # or "regression": which losses fit (train.loss)
+    val_metrics: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy")  # per epoch; early stopping follows the first
 
     # --- data role ---------------------------------------------------------------------------------------------
     @abstractmethod
@@ -258,8 +262,10 @@ def validator(kind: Kind, frame: pd.DataFrame, processor: Any, labels: list[str]
     def validate(model, batch_size: int, device) -> dict:
         predicted = kind.predict(model, processor, frame, labels, batch_size, device, desc="validate")
         s = kind.scores(truth, predicted.rows, labels)
-        return {"val_macro_f1": s["macro_f1"], "val_accuracy": s["accuracy"]}
+        return {f"val_{m}": s[m] for m in kind.val_metrics}
 
+    validate.metric = kind.val_metrics[0]  # early stopping follows the first, in its direction
+    validate.higher_is_better = higher_is_better(kind.val_metrics[0])
     return validate
 
 

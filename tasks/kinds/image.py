@@ -37,7 +37,9 @@ CROP_MARGIN = 8 / 7  # stored side = image_size x this: room for random crops (t
 
 
 def stored_side(image_size: int) -> int:
-    return int(round(image_size * CROP_MARGIN))
+    """The stored square's side: about image_size x 8/7, with an even margin, so the centre crop of the centre
+    crop is the image's own centre crop to the pixel (what the saved processor does in one step)."""
+    return image_size + 2 * round(image_size * (CROP_MARGIN - 1) / 2)
 
 
 def read_image_file(path: Path, folder: Path, max_bytes: Optional[int]) -> tuple[Optional[bytes], str, str]:
@@ -111,14 +113,16 @@ def to_rgb(im):
 
 
 def square(data: bytes, side: int) -> np.ndarray:
-    """Decode, RGB, resize the shorter side to `side`, centre-crop a square: uint8 (side, side, 3)."""
+    """Decode, RGB, resize the shorter side to `side`, centre-crop a square: uint8 (side, side, 3). The resize
+    rounds the longer side down, as transformers' image processors do, so both see the same pixels."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
         im = to_rgb(im)
         w, h = im.size
-        scale = side / min(w, h)
-        im = im.resize((max(side, round(w * scale)), max(side, round(h * scale))), Image.BICUBIC)
+        short, long = min(w, h), max(w, h)
+        im = im.resize((side, int(side * long / short)) if w <= h else (int(side * long / short), side),
+                       Image.BICUBIC)
         w, h = im.size
         left, top = (w - side) // 2, (h - side) // 2
         return np.asarray(im.crop((left, top, left + side, top + side)), dtype=np.uint8)
@@ -230,14 +234,15 @@ class ImageKind(RowLabelKind):
         return df[IMAGE].map(lambda b: hashlib.sha256(b).hexdigest())
 
     def encode(self, part: pd.DataFrame, processor, cfg, labels: list[str]) -> tuple[pd.DataFrame, dict]:
-        side = stored_side(cfg.image_size)
+        size = cfg.image_size or processor_side(processor)  # null: the model's own input size
+        side = stored_side(size)
         sizes = [inspect(b, 1)[3:] for b in part[IMAGE]]
         table = part.reset_index(drop=True).drop(columns=[IMAGE]).assign(
             pixels=[square(b, side).tobytes() for b in part[IMAGE]],
-            width=[s[0] for s in sizes], height=[s[1] for s in sizes], side=side, image_size=cfg.image_size)
+            width=[s[0] for s in sizes], height=[s[1] for s in sizes], side=side, image_size=size)
         if LABEL in table.columns:
             table["label_id"] = label_ids(table[LABEL], labels)
-        return table, {"stored_side": side, "image_size": cfg.image_size}
+        return table, {"stored_side": side, "image_size": size}
 
     # --- model -------------------------------------------------------------------------------------------------
     def default_model(self) -> str:
@@ -260,13 +265,16 @@ class ImageKind(RowLabelKind):
             return ViTImageProcessor(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
 
     def saved_processor(self, processor, train: pd.DataFrame):
-        """What the saved model directory carries: the base's normalisation at the size training cropped to (what
-        `transformers.pipeline("image-classification")` and `tuneline predict` then use)."""
-        from transformers import ViTImageProcessor
+        """What the saved model directory carries: the base's normalisation, and the resize (shorter side to the
+        stored side, bicubic) and centre crop (the size training cropped to) that evaluation uses, so
+        `transformers.pipeline("image-classification")` sees the pixels `tuneline predict` sees."""
+        from PIL import Image
+        from transformers import BitImageProcessor
 
         size = int(train["image_size"].iloc[0])
-        return ViTImageProcessor(size={"height": size, "width": size},
-                                 image_mean=list(processor.image_mean), image_std=list(processor.image_std))
+        return BitImageProcessor(size={"shortest_edge": stored_side(size)}, crop_size={"height": size, "width": size},
+                                 resample=Image.BICUBIC, image_mean=list(processor.image_mean),
+                                 image_std=list(processor.image_std), do_convert_rgb=True)
 
     def split(self, frame: pd.DataFrame, processor, train_cfg=None, max_length: Optional[int] = None):
         from tasks.engine.splits import ImageSplit

@@ -139,9 +139,9 @@ class TextKind(RowLabelKind):
         return MINILM_DESCRIPTION
 
     def load_processor(self, path: str):
-        from transformers import AutoTokenizer
+        from tasks.kinds.tokenizing import load_tokenizer
 
-        return AutoTokenizer.from_pretrained(path, use_fast=True)
+        return load_tokenizer(path)
 
     def split(self, frame: pd.DataFrame, processor, train_cfg=None, max_length: Optional[int] = None):
         from tasks.engine.splits import TokenizedSplit

@@ -261,9 +261,9 @@ class TokenKind(Kind):
         return MINILM_DESCRIPTION
 
     def load_processor(self, path: str):
-        from transformers import AutoTokenizer
+        from tasks.kinds.tokenizing import load_tokenizer
 
-        return AutoTokenizer.from_pretrained(path, use_fast=True)  # word_ids() needs a fast tokenizer
+        return load_tokenizer(path, pretokenized=True)
 
     def _with_encoding(self, frame: pd.DataFrame, processor, max_length: Optional[int], labels: list[str]):
         if "input_ids" in frame.columns:

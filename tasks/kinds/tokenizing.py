@@ -11,6 +11,27 @@ import pandas as pd
 WORD = r"[^\W\d_]+"  # a run of letters (any script)
 
 
+def load_tokenizer(path: str, pretokenized: bool = False) -> Any:
+    """A model's fast tokenizer, ready for batches: one without a pad token (GPT-2, Llama and most decoders) pads
+    with its end-of-text token, and `save_pretrained` then records that, so the saved model loads in
+    `transformers.pipeline` as it trained. `pretokenized` (words in, as the token kind feeds it): byte-level BPE
+    tokenizers read each word as if a space preceded it, as in running text (`add_prefix_space`, transformers'
+    advice for pre-split input; other tokenizers ignore it)."""
+    from transformers import AutoTokenizer
+
+    from tasks.config import ConfigError
+
+    tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True, **({"add_prefix_space": True} if pretokenized
+                                                                      else {}))
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError(f"train.model: the tokenizer of {path} has neither a pad token nor an end-of-text token "
+                              "to pad with; add one to its tokenizer_config.json (pad_token)")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"  # decoders' classifiers pool the last real token: pads go after it
+    return tokenizer
+
+
 def tokenize(texts: list[str], tokenizer: Any, max_length: int, batch_size: int = 1000,
              desc: str = "tokenize") -> list[np.ndarray]:
     """Token ids per text (truncated to max_length), the tokenizer called on `batch_size` texts at a time."""

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+from tasks.scoring import higher_is_better, metric_name
 from tasks.config import ConfigError, SweepConfig, load_params, parse_params
 from tasks.orchestration.pipeline import LineListener, run_dvc
 from tasks.params_file import set_dotted
@@ -35,7 +36,8 @@ class SweepFailed(RuntimeError):
 class Trial:
     name: str
     params: dict[str, Any]
-    val_macro_f1: Optional[float] = None  # None: the trial failed (see `dvc queue logs NAME`)
+    val_score: Optional[float] = None  # the best epoch's validation score; None: the trial failed (`dvc queue logs`)
+    val_metric: str = "macro_f1"  # what val_score measures (rmse for regression: lower is better)
     best_epoch: Optional[int] = None
     epochs_run: Optional[int] = None
     stop_reason: Optional[str] = None
@@ -47,7 +49,7 @@ class SweepResult:
     winner: Trial
     seconds: float
     skipped: list[dict] = field(default_factory=list)  # trials not started: the time budget ran out
-    chosen_by: str = f"validation macro-F1 ({TRAIN_SUMMARY} of each trial); the test split is not read"
+    chosen_by: str = f"the validation score ({TRAIN_SUMMARY} of each trial); the test split is not read"
 
 
 def check_grid(grid: dict[str, list[Any]], base: dict, source: str = "params.yaml") -> None:
@@ -113,17 +115,19 @@ def recorded_trials(project_dir: str | Path, names: list[str], plans: list[dict]
     for name, plan in zip(names, plans):
         s = found.get(name)
         trials.append(Trial(name, plan) if s is None else
-                      Trial(name, plan, s["best_val_macro_f1"], int(s["best_epoch"]), int(s["epochs_run"]),
-                            s.get("stop_reason")))
+                      Trial(name, plan, s["best_val_score"], s.get("val_metric", "macro_f1"), int(s["best_epoch"]),
+                            int(s["epochs_run"]), s.get("stop_reason")))
     return trials
 
 
 def choose(trials: list[Trial]) -> Trial:
-    """The best validation macro-F1; the earlier trial on a tie. Reads nothing but the trials' validation figures."""
-    scored = [t for t in trials if t.val_macro_f1 is not None]
+    """The best validation score, in its metric's direction; the earlier trial on a tie. Reads nothing but the
+    trials' validation figures."""
+    scored = [t for t in trials if t.val_score is not None]
     if not scored:
         raise SweepFailed(f"no trial of {len(trials)} finished; see `dvc queue logs {trials[0].name if trials else ''}`")
-    return max(scored, key=lambda t: (t.val_macro_f1, -trials.index(t)))
+    return max(scored, key=lambda t: (t.val_score if higher_is_better(t.val_metric) else -t.val_score,
+                                      -trials.index(t)))
 
 
 def apply_winner(project_dir: str | Path, winner: Trial) -> None:
@@ -140,14 +144,15 @@ def write_report(result: SweepResult, path: str | Path) -> None:
 
 def markdown(result: SweepResult) -> str:
     keys = list(result.trials[0].params) if result.trials else []
+    metric = metric_name(result.winner.val_metric)
     rows = [f"| {t.name} | " + " | ".join(str(t.params[k]) for k in keys) +
-            (f" | {t.val_macro_f1:.4f} | {t.best_epoch}/{t.epochs_run} | {t.stop_reason} |"
-             if t.val_macro_f1 is not None else " | failed | | |") + (" **winner**" if t is result.winner else "")
+            (f" | {t.val_score:.4f} | {t.best_epoch}/{t.epochs_run} | {t.stop_reason} |"
+             if t.val_score is not None else " | failed | | |") + (" **winner**" if t is result.winner else "")
             for t in result.trials]
     skipped = ["", f"{len(result.skipped)} trial(s) not started: the time budget ran out."] if result.skipped else []
     return "\n".join([f"# Sweep: {len(result.trials)} trials in {result.seconds:.0f} s", "",
                       f"Chosen by {result.chosen_by}.", "",
-                      "| trial | " + " | ".join(keys) + " | val macro-F1 | best epoch | stop |",
+                      "| trial | " + " | ".join(keys) + f" | val {metric} | best epoch | stop |",
                       "|---|" + "---|" * len(keys) + "---|---|---|", *rows, *skipped, "",
                       "Every trial is a DVC experiment: `dvc exp show`, `dvc exp apply NAME`."])
 

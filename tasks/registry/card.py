@@ -44,7 +44,7 @@ def model_card(record: dict, baseline: Baseline | None = None) -> str:
         f"- epochs {train['epochs']}, batch size {train['batch_size']}, learning rate {train['learning_rate']}, "
         f"weight decay {train['weight_decay']}, warmup {train['warmup_ratio']}, seed {train['seed']}",
         f"- max length {params['preprocess']['max_length']} tokens" if kind != "image-classification" else
-        f"- image size {params['preprocess']['image_size']} pixels", "",
+        f"- image size {params['preprocess']['image_size'] or 'of the base model'} pixels", "",
         "## Evaluation (test split)", "",
         _table(["model", "accuracy", "macro-F1", "weighted-F1"], headline), "", classes, "",
         "## Lineage",

@@ -25,10 +25,11 @@ def build_model(cfg: TrainConfig, labels: list[str], kind: Kind | str = "text-cl
     """The pre-trained body with a new head for `labels`, its processor, and LoRA adapters if asked for."""
     kind = get_kind(kind)
     path = resolve_model(cfg.model, kind)
-    model = load_model(path, labels, cfg.dropout, kind.auto_class)
+    processor = kind.load_processor(path)
+    model = load_model(path, labels, cfg.dropout, kind.auto_class, getattr(processor, "pad_token_id", None))
     if cfg.strategy == "lora":
         model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules, kind.peft_task)
-    return model, kind.load_processor(path)
+    return model, processor
 
 
 def checkpoint_file(cfg: TrainConfig, processed: Path, checkpoint_dir: Optional[str | Path]) -> Optional[Path]:
@@ -54,6 +55,7 @@ def log_metrics(metrics_dir: str | Path, result: TrainResult) -> None:
                 live.log_metric(key, value, plot=False)
         live.summary["stop_reason"] = result.stop_reason  # early_stopped | budget | still_improving
         live.summary["precision"] = result.precision  # fp32 | bf16 | fp16
+        live.summary["val_metric"] = result.val_metric  # what best_val_score measures
 
 
 def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metrics_dir: str | Path,
@@ -69,7 +71,8 @@ def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metr
     train = kind.split(train_frame, processor, cfg)
     validate = validator(kind, read_split(processed / "val.parquet"), processor, labels)
     ck = checkpoint_file(cfg, processed, checkpoint_dir)
-    best_state, result = fit(model, train, validate, cfg, ck, on_step_end, stop_requested, allow_bf16=kind.bf16_ok)
+    best_state, result = fit(model, train, validate, cfg, ck, on_step_end, stop_requested, allow_bf16=kind.bf16_ok,
+                             objective=kind.objective)
     result.model_dir = str(model_dir)
     if not distributed.is_main():
         return result

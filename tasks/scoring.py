@@ -1,0 +1,23 @@
+"""Metric names as every room shows and compares them: which way is better, and how a person reads the name.
+
+Classification scores (macro_f1, accuracy, ...) are better higher; regression errors (rmse, mae) lower. The gate,
+early stopping and the sweep compare through `better`, so no room assumes that a larger number wins.
+"""
+from __future__ import annotations
+
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "mse", "loss", "expected_calibration_error"})
+DISPLAY = {"macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "entity_f1": "entity-F1", "accuracy": "accuracy",
+           "rmse": "RMSE", "mae": "MAE", "r2": "R²", "spearman": "Spearman"}
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+def gain(metric: str, candidate: float, reference: float) -> float:
+    """How much better the candidate is than the reference, in the metric's units (negative: worse)."""
+    return candidate - reference if higher_is_better(metric) else reference - candidate
+
+
+def metric_name(metric: str) -> str:
+    return DISPLAY.get(metric, metric)
