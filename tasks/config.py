@@ -14,6 +14,9 @@ AIRLINE_PATTERN = r"@united|@americanair|@jetblue|@usairways|@southwestair|@virg
 BATCH_ID = r"^b\d{4}-[0-9a-f]{8}$"  # what BatchStore names a batch: b<NNNN>-<sha8 of its file>
 
 
+AUTO_MAX_EPOCHS = 10  # train.epochs auto: the budget early stopping works within
+
+
 class ConfigError(ValueError):
     """params.yaml is not valid; the message names the file and the offending key."""
 
@@ -28,13 +31,15 @@ KINDS = {
     "text-classification": "tasks.kinds.text:TextKind",
     "token-classification": "tasks.kinds.token:TokenKind",
     "image-classification": "tasks.kinds.image:ImageKind",
+    "text-regression": "tasks.kinds.text_regression:TextRegressionKind",
 }
 KIND_NAMES = tuple(KINDS)
 Kind = Literal[KIND_NAMES]
 
 
 class TaskConfig(_Strict):
-    kind: Kind = Field("text-classification", description="what is learned (transformers' pipeline task names)")
+    kind: Kind = Field("text-classification", description="what is learned (transformers' pipeline task names, and "
+                                                          "text-regression: a number per text)")
 
 
 class DataConfig(_Strict):
@@ -138,14 +143,18 @@ class TrainConfig(_Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     class_weights: Literal["none", "balanced"] = Field("none", description="balanced: inverse class frequency")
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
-    epochs: int = Field(3, ge=1, description="epochs to train (early stopping may end sooner); see max_epochs")
+    epochs: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = Field(
+        "auto", description="epochs to train (early stopping may end sooner); auto = up to max_epochs (default "
+                            f"{AUTO_MAX_EPOCHS}), ended by early stopping on validation")
     max_epochs: Optional[int] = Field(
         None, ge=1, description="an epoch budget that replaces `epochs`: set it generously and early stopping on "
-                                "validation ends the run; null = train.epochs")
+                                f"validation ends the run; null = train.epochs ({AUTO_MAX_EPOCHS} with epochs auto)")
     batch_size: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = Field(
         "auto", description="rows per step; auto = 32 on CPU, a token budget on CUDA with the learning rate scaled by "
                             "sqrt(batch/32) (tasks/engine/sizing.py)")
-    learning_rate: float = Field(5e-5, gt=0, description="for a batch of 32 rows when batch_size is auto")
+    learning_rate: Union[Literal["auto"], Annotated[float, Field(gt=0)]] = Field(
+        "auto", description="for a batch of 32 rows (scaled when batch_size auto picks more); auto = measured rates "
+                            "per task kind, model family, strategy and optimizer (tasks/engine/rates.py)")
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     early_stopping_patience: int = Field(2, ge=1, description="epochs without val macro-F1 gain before stopping")
@@ -170,7 +179,7 @@ class TrainConfig(_Strict):
 
     @property
     def epoch_budget(self) -> int:
-        return self.max_epochs or self.epochs
+        return self.max_epochs or (AUTO_MAX_EPOCHS if self.epochs == "auto" else self.epochs)
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> "TrainConfig":
@@ -194,7 +203,9 @@ class EvaluateConfig(_Strict):
 
 
 class PromoteConfig(_Strict):
-    metric: Literal["macro_f1", "weighted_f1", "accuracy"] = "macro_f1"
+    metric: Literal["auto", "macro_f1", "weighted_f1", "accuracy", "rmse", "mae", "r2", "spearman"] = Field(
+        "auto", description="the gate's metric; auto = the kind's headline (macro_f1; rmse for regression, where "
+                            "lower is better and the gate compares that way)")
     min_delta: float = Field(0.0, description="the candidate must beat production by at least this much")
     max_class_drop: float = Field(0.05, ge=0, description="no class's F1 may drop by more than this")
     max_set_drop: float = Field(
@@ -210,6 +221,8 @@ class MonitorConfig(_Strict):
     text_drift_auc: float = Field(0.55, gt=0.5, lt=1, description="text drift when the domain classifier's AUC exceeds")
     drift_share: float = Field(0.5, gt=0, le=1, description="retrain when this share of checked columns drifted")
     max_f1_drop: float = Field(0.05, ge=0, description="retrain when live macro-F1 is this far below production's test")
+    max_error_rise: float = Field(
+        0.05, ge=0, description="regression: retrain when the live RMSE is this far above production's test")
     min_new_labelled_rows: int = Field(5000, ge=1, description="retrain when this many labelled rows wait outside the pool")
     lock_timeout_s: float = Field(0, ge=0, description="how long a second monitoring/retraining run waits for the lock")
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.kinds.base import ORIGIN, Kind
+from tasks.scoring import fmt, metric_name, shown
 
 # Reports written before they carried `baseline_description` name their baseline only.
 EARLIER_BASELINES = {"baseline_tfidf_logreg": "TF-IDF + logistic regression",
@@ -43,12 +44,19 @@ def metrics_markdown(metrics_path: str | Path) -> str:
     m = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
     baseline = baseline_of(m)
     base, model = baseline.scores, m["model"]
-    rows = ["| | accuracy | macro-F1 | weighted-F1 |", "|---|---|---|---|",
-            f"| fine-tuned model | {model['accuracy']:.4f} | {model['macro_f1']:.4f} | {model['weighted_f1']:.4f} |",
-            f"| {baseline.description} | {base['accuracy']:.4f} | {base['macro_f1']:.4f} | "
-            f"{base['weighted_f1']:.4f} |"]
-    per_class = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"] + [
-        f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1-score']:.3f} | {int(v['support'])} |"
-        for name, v in model["per_class"].items()]
+    columns = shown(model)
+    rows = ["| | " + " | ".join(metric_name(c) for c in columns) + " |", "|---|" + "---|" * len(columns),
+            "| fine-tuned model | " + " | ".join(fmt(model[c]) for c in columns) + " |",
+            f"| {baseline.description} | " + " | ".join(fmt(base.get(c)) for c in columns) + " |"]
+    details = []
+    if "per_class" in model:
+        details = ["## Fine-tuned model per class", "", "| class | precision | recall | F1 | support |",
+                   "|---|---|---|---|---|"] + [
+            f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1-score']:.3f} | {int(v['support'])} |"
+            for name, v in model["per_class"].items()]
+    if m.get("residuals"):
+        r = m["residuals"]
+        details = ["## Residuals (predicted - actual)", "", f"mean {r['mean']:+.4f}, std {r['std']:.4f}, "
+                   f"5th-95th percentile {r['p05']:+.4f} .. {r['p95']:+.4f}"]
     return "\n".join([f"# Evaluation on {m['n_test']} test rows (trained on {m['n_train']})", "", *rows, "",
-                      "## Fine-tuned model per class", "", *per_class])
+                      *details])

@@ -10,6 +10,19 @@ DISPLAY = {"macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "entity_f1": "e
            "rmse": "RMSE", "mae": "MAE", "r2": "R²", "spearman": "Spearman"}
 
 
+# The headline columns a report shows, in this order, where the scores have them (classifiers; regressions).
+SCORE_COLUMNS = ("accuracy", "macro_f1", "weighted_f1", "rmse", "mae", "r2", "spearman")
+
+
+def shown(scores: dict) -> list[str]:
+    """The headline metrics these scores carry, in SCORE_COLUMNS order."""
+    return [m for m in SCORE_COLUMNS if m in scores]
+
+
+def fmt(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from tasks.metrics import baseline_of
+from tasks.scoring import fmt, gain, metric_name
 
 
 def training_stop(project_dir: Path) -> list[str]:
@@ -24,8 +25,9 @@ def training_stop(project_dir: Path) -> list[str]:
 def outputs_summary(project_dir: Path, result: dict) -> str:
     metrics = json.loads((project_dir / "reports/metrics.json").read_text(encoding="utf-8"))
     baseline = baseline_of(metrics)
-    model, base = metrics["model"]["macro_f1"], baseline.scores["macro_f1"]
-    verdict = "beats" if model > base else "does NOT beat"
+    headline = metrics.get("headline", "macro_f1")
+    model, base = metrics["model"][headline], baseline.scores[headline]
+    verdict = "beats" if gain(headline, model, base) > 0 else "does NOT beat"
     root = project_dir.resolve()
     decision = []
     if "version" in result:
@@ -39,7 +41,7 @@ def outputs_summary(project_dir: Path, result: dict) -> str:
     return "\n".join([
         f"stages run: {', '.join(result['ran']) or 'none'}; unchanged: {', '.join(result['skipped']) or 'none'}",
         *decision, *training_stop(project_dir),
-        f"test macro-F1: model {model:.4f} vs {baseline.description} {base:.4f} "
+        f"test {metric_name(headline)}: model {model:.4f} vs {baseline.description} {base:.4f} "
         f"(model {verdict} the baseline)",
         f"candidate:      {root / 'models/candidate'}",
         f"test metrics:   {root / 'reports/metrics.json'}   (dvc metrics show)",
@@ -53,12 +55,13 @@ def models_table(registry) -> list[str]:
     current = registry.production_version()
     row = "{:<8} {:<10} {:>8} {:>8} {:<6} {:<16} {:<8} {:<8}"
     lines = [f"tuneline models ({registry.root}); production: v{current}",
-             row.format("version", "status", "macro-F1", "accuracy", "parent", "created (UTC)", "data", "commit")]
+             row.format("version", "status", "metric", "value", "parent", "created (UTC)", "data", "commit")]
     for r in registry.records():
         status = "production" if r["version"] == current else ("archived" if r["decision"]["promoted"] else "rejected")
         commit = (r["code"].get("commit") or "-")[:7] + ("*" if r["code"].get("dirty") else "")
-        lines.append(row.format(f"v{r['version']}", status, f"{r['metrics']['macro_f1']:.4f}",
-                                f"{r['metrics']['accuracy']:.4f}", f"v{r['parent']}" if r["parent"] else "-",
+        metric = r["decision"].get("metric") or "macro_f1"  # what the gate compared it by
+        lines.append(row.format(f"v{r['version']}", status, metric_name(metric), fmt(r["metrics"].get(metric)),
+                                f"v{r['parent']}" if r["parent"] else "-",
                                 r["created"][:16].replace("T", " "), (r["data"].get("processed_data") or "-")[:7],
                                 commit))
     lines.append("data = DVC hash of data/processed; * = code had uncommitted changes")

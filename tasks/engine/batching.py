@@ -100,13 +100,16 @@ def mean_pool(hidden: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tenso
 
 
 def predict_outputs(model, split: Split, batch_size: int, device: torch.device, desc: str = "predict",
-                    embeddings: bool = False) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """Per-row class probabilities and, if asked, the model's own embeddings (mean-pooled last hidden layer), in
-    one pass, in the split's row order. For per-row classifiers (text, image)."""
+                    embeddings: bool = False,
+                    activation: Optional[str] = "softmax") -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Per-row class probabilities (activation None: the raw outputs, a regression's scores) and, if asked, the
+    model's own embeddings (mean-pooled last hidden layer), in one pass, in the split's row order. For per-row
+    models (text, image)."""
     probs = np.zeros((len(split), model.config.num_labels), dtype=np.float32)
     emb = None
     for idx, inputs, out in forward_batches(model, split, batch_size, device, desc, hidden=embeddings):
-        probs[idx] = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
+        logits = out.logits.float()
+        probs[idx] = (torch.softmax(logits, dim=-1) if activation == "softmax" else logits).cpu().numpy()
         if embeddings:
             pooled = mean_pool(out.hidden_states[-1], inputs.get("attention_mask")).cpu().numpy()
             emb = np.zeros((len(split), pooled.shape[1]), dtype=np.float32) if emb is None else emb

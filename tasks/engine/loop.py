@@ -135,7 +135,10 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
     device = distributed.init(pick_device(cfg.device))
     if device.type == "cpu":
         configure_cpu_threads(cfg, world)
-    sized = sizing.choose(cfg.batch_size, cfg.learning_rate, device.type, len(train), longest_row(train), world)
+    if cfg.learning_rate == "auto":  # stage train resolves it (rates.py needs the task kind)
+        raise ValueError("fit() needs a learning rate: resolve train.learning_rate auto with rates.choose_rate")
+    sized = sizing.choose(cfg.batch_size, cfg.learning_rate, device.type, len(train), longest_row(train), world,
+                          linear=cfg.optimizer == "sgd")
     if cfg.batch_size == "auto" and device.type != "cpu" and rank == 0:
         print(f"train: batch size {sized.reason}", flush=True)
     cfg = cfg.model_copy(update={"batch_size": sized.batch_size, "learning_rate": sized.learning_rate})

@@ -26,7 +26,7 @@ def auto_model(auto_class: str):
 
 
 def load_model(path: str, labels: list[str], dropout: Optional[float] = None, auto_class: str = SEQUENCE,
-               pad_token_id: Optional[int] = None):
+               pad_token_id: Optional[int] = None, problem_type: Optional[str] = None):
     """The pre-trained body (a resolved local path or hub id) with a fresh head sized for `labels`
     (id2label/label2id saved). `pad_token_id`: the tokenizer's, recorded in a config that has none (decoders), which
     their classifiers need to find each row's last real token."""
@@ -38,6 +38,8 @@ def load_model(path: str, labels: list[str], dropout: Optional[float] = None, au
         print(f"train: {path} has no pad token in its config: padding with token id {pad_token_id} "
               "(the tokenizer's, its end-of-text token where it had none), saved with the model", flush=True)
         config.pad_token_id = pad_token_id
+    if problem_type:  # "regression": one raw output, which transformers' pipeline then returns as it is
+        config.problem_type = problem_type
     if dropout is not None:  # every *dropout* probability the architecture has (names differ between families)
         for key, value in config.to_dict().items():
             if "dropout" in key and isinstance(value, (float, type(None))) and not key.startswith("layerdrop"):

@@ -9,7 +9,8 @@ never below the CPU's 32.
 
 The learning rate rule: `train.learning_rate` is the rate for a batch of REFERENCE_BATCH rows; when auto picks B rows,
 the rate used is learning_rate x sqrt(B / REFERENCE_BATCH), the square-root scaling rule for Adam-type optimizers
-(Malladi et al., 2022, "On the SDEs and Scaling Rules for Adaptive Gradient Algorithms"). An explicit integer batch
+(Malladi et al., 2022, "On the SDEs and Scaling Rules for Adaptive Gradient Algorithms"), and x B / REFERENCE_BATCH
+for SGD (the linear rule, Goyal et al., 2017). An explicit integer batch
 size uses learning_rate as given. benchmarks/batch_quality.py measures what the rule keeps.
 Needs only the standard library, so the trainer runs on a bare GPU box.
 """
@@ -34,7 +35,7 @@ class Sizing:
 
 
 def choose(batch_size: Union[int, str], learning_rate: float, device_type: str, rows: int,
-           longest_row: Optional[int], world: int = 1) -> Sizing:
+           longest_row: Optional[int], world: int = 1, linear: bool = False) -> Sizing:
     """The batch size and learning rate a run uses (see the module doc). `rows`: training rows in all; `longest_row`:
     the split's longest row in tokens, or None for splits without lengths (images)."""
     if batch_size != "auto":
@@ -44,12 +45,14 @@ def choose(batch_size: Union[int, str], learning_rate: float, device_type: str, 
     by_tokens = TOKENS_PER_BATCH // max(1, longest_row) if longest_row else ROWS_WITHOUT_LENGTHS
     by_steps = rows // (max(1, world) * MIN_STEPS_PER_EPOCH)
     chosen = max(REFERENCE_BATCH, min(by_tokens, by_steps, MAX_ROWS) // 8 * 8)
-    rate = learning_rate * math.sqrt(chosen / REFERENCE_BATCH)
+    scale = chosen / REFERENCE_BATCH if linear else math.sqrt(chosen / REFERENCE_BATCH)
+    rate = learning_rate * scale
     if by_steps < by_tokens:
         limit = f"at least {MIN_STEPS_PER_EPOCH} steps per epoch over {rows} rows"
     elif longest_row:
         limit = f"{TOKENS_PER_BATCH} tokens / {longest_row}-token rows"
     else:
         limit = "the default for rows without token lengths"
+    rule = f"{chosen}/{REFERENCE_BATCH}" if linear else f"sqrt({chosen}/{REFERENCE_BATCH})"
     return Sizing(chosen, rate, f"auto on cuda: {chosen} rows ({limit}); learning rate {learning_rate:g} x "
-                                f"sqrt({chosen}/{REFERENCE_BATCH}) = {rate:.3g}")
+                                f"{rule} = {rate:.3g}")

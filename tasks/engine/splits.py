@@ -68,7 +68,7 @@ def collate(rows: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torc
 
 @dataclass
 class TokenizedSplit:
-    """Token ids with one label per row (text classification)."""
+    """Token ids with one target per row: a class id (text classification) or a float (text regression)."""
     input_ids: list[np.ndarray]
     labels: np.ndarray
     lengths: np.ndarray
@@ -79,10 +79,12 @@ class TokenizedSplit:
 
     @classmethod
     def from_frame(cls, df, pad_id: int = 0) -> "TokenizedSplit":
-        """From a preprocess output table (input_ids, label_id, length columns)."""
+        """From a preprocess output table (input_ids, length, and label_id: a class; or target: a regression's
+        float)."""
         ids = [np.asarray(x, dtype=np.int64) for x in df["input_ids"]]
         lengths = df["length"].to_numpy(np.int64) if "length" in df.columns else np.array([len(x) for x in ids])
-        return cls(ids, df["label_id"].to_numpy(np.int64), lengths, pad_id)
+        targets = df["target"].to_numpy(np.float32) if "target" in df.columns else df["label_id"].to_numpy(np.int64)
+        return cls(ids, targets, lengths, pad_id)
 
     @classmethod
     def read(cls, path: str | Path, pad_id: int = 0) -> "TokenizedSplit":

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # typing only: the seam itself imports no torch, transformers
     import torch
 
     from tasks.config import DataConfig, EvaluateConfig, PreprocessConfig, TrainConfig, ValidateConfig
+    from tasks.kinds.diagnostics import Diagnostics
     from tasks.engine.splits import Split
 
 ROW = "row"  # 1-based data row number in the source file, for messages and the quarantine file
@@ -103,7 +104,10 @@ class Kind(ABC):
     encoded_columns: ClassVar[tuple[str, ...]]  # model-ready columns a processor made (dropped to re-encode)
     bf16_ok: ClassVar[bool] = True            # precision auto may pick bf16 (False where bf16 was measured to hurt)
     objective: ClassVar[str] = "classification"  # or "regression": which losses fit (train.loss)
+    problem_type: ClassVar[Optional[str]] = None  # transformers' config.problem_type ("regression": no softmax)
     val_metrics: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy")  # per epoch; early stopping follows the first
+    headline: ClassVar[str] = "macro_f1"      # the metric the gate, monitoring and the registry compare by default
+    gate_metrics: ClassVar[tuple[str, ...]] = ("macro_f1", "weighted_f1", "accuracy")  # promote.metric choices
 
     # --- data role ---------------------------------------------------------------------------------------------
     @abstractmethod
@@ -204,6 +208,14 @@ class Kind(ABC):
     def scores(self, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
         """accuracy, macro_f1, weighted_f1, per_class {name: precision, recall, f1-score, support}, + extras."""
 
+    def diagnostics(self, test: pd.DataFrame, predicted: Predicted, labels: list[str],
+                    cfg: EvaluateConfig) -> "Diagnostics":
+        """What evaluate reports and plots beside the scores: for classifiers, calibration over the kind's units and
+        the confusion matrix (a regression kind reports its residuals instead)."""
+        from tasks.kinds.diagnostics import classification
+
+        return classification(self.unit_truth(test, predicted), predicted.unit_probs, labels, cfg.calibration_bins)
+
     @abstractmethod
     def baseline(self, train: pd.DataFrame, test: pd.DataFrame, labels: list[str], cfg: EvaluateConfig, seed: int,
                  base_model: str) -> np.ndarray:
@@ -271,11 +283,12 @@ def validator(kind: Kind, frame: pd.DataFrame, processor: Any, labels: list[str]
 
 def profile_tail(out: pd.DataFrame, gold: Optional[pd.Series], predicted_rows: list,
                  confidence, embeddings: Optional[np.ndarray]) -> pd.DataFrame:
-    """The profile columns every kind ends with: [label], predicted_label, confidence, then the embeddings."""
+    """The profile columns every kind ends with: [label], predicted_label, [confidence], then the embeddings."""
     if gold is not None:
         out[LABEL] = gold.to_numpy()
     out[PRED] = predicted_rows
-    out[CONFIDENCE] = confidence
+    if confidence is not None:  # a regression's score has none
+        out[CONFIDENCE] = confidence
     return pd.concat([out, embedding_frame(embeddings)], axis=1) if embeddings is not None else out
 
 

@@ -15,6 +15,7 @@ from typing import Optional
 import pandas as pd
 
 from tasks.kinds.base import CONFIDENCE, LABEL, PRED
+from tasks.scoring import metric_name
 from tasks.monitoring.profile import embedding_columns
 
 TEXT = "text"  # a profile's text column, for the kinds that have one (text; tokens joined)
@@ -38,7 +39,7 @@ class DriftSummary:
     reference_rows: int
     current_rows: int
     columns: list[ColumnDrift] = field(default_factory=list)
-    live: Optional[dict] = None  # macro_f1, accuracy, rows: the production model on a labelled batch
+    live: Optional[dict] = None  # the production model's scores on a labelled batch (its kind's), and rows
 
     @property
     def drifted(self) -> list[str]:
@@ -59,11 +60,20 @@ def descriptor_columns(profile: pd.DataFrame) -> list[str]:
             and pd.api.types.is_numeric_dtype(profile[c])]
 
 
-def _definition(labelled: bool, text: bool, descriptors: list[str]):
+def _definition(profile: pd.DataFrame, columns: list[str], text: bool):
+    """Numbers (descriptors, confidence, a regression's score and target) as numerical, labels as categorical."""
     from evidently import DataDefinition
 
-    return DataDefinition(text_columns=[TEXT] if text else [], numerical_columns=[CONFIDENCE, *descriptors],
-                          categorical_columns=[PRED] + ([LABEL] if labelled else []))
+    checked = [c for c in columns if c != TEXT]
+    numeric = [c for c in checked if pd.api.types.is_numeric_dtype(profile[c])]
+    return DataDefinition(text_columns=[TEXT] if text else [], numerical_columns=numeric,
+                          categorical_columns=[c for c in checked if c not in numeric])
+
+
+def live_scores(live: dict) -> str:
+    """"macro-F1 0.8012, accuracy 0.8123 (500 rows)": a live dict's scores in words."""
+    scores = ", ".join(f"{metric_name(k)} {v:.4f}" for k, v in live.items() if k != "rows" and v is not None)
+    return f"{scores} ({live['rows']} rows)"
 
 
 def _read(snapshot: dict) -> list[ColumnDrift]:
@@ -99,12 +109,13 @@ def check(reference: pd.DataFrame, current: pd.DataFrame, html_path: Optional[Pa
     labelled = LABEL in current.columns and LABEL in reference.columns and current[LABEL].notna().all()
     text = TEXT in reference.columns and TEXT in current.columns
     descriptors = descriptor_columns(reference)
-    columns = ([TEXT] if text else []) + [*descriptors, PRED, CONFIDENCE] + ([LABEL] if labelled else [])
+    confidence = [CONFIDENCE] if CONFIDENCE in reference.columns else []  # a regression's score has none
+    columns = ([TEXT] if text else []) + [*descriptors, PRED, *confidence] + ([LABEL] if labelled else [])
     # Text: the domain classifier's ROC AUC against a fixed bar (Evidently's own choice above 1,000 rows); its
     # small-sample default bootstraps 1,000 random AUCs, 7 s of a 10 s report on 2 cores.
     metrics = [ValueDrift(column=TEXT, method="abs_text_content_drift", threshold=text_auc)] if text else []
     metrics += [ValueDrift(column=c) for c in columns if c != TEXT]
-    definition = _definition(labelled, text, descriptors)
+    definition = _definition(reference, columns, text)
     snapshot = Report(metrics, include_tests=True).run(
         current_data=Dataset.from_pandas(current[columns], data_definition=definition),
         reference_data=Dataset.from_pandas(reference[columns], data_definition=definition))
@@ -119,7 +130,7 @@ def check(reference: pd.DataFrame, current: pd.DataFrame, html_path: Optional[Pa
         ColumnDrift(EMBEDDINGS, "embeddings", "domain classifier ROC AUC", float(score), EMBEDDING_AUC_THRESHOLD,
                     bool(drifted))]
     summary = DriftSummary(len(reference), len(current), columns_drift)
-    if live is None and labelled:
+    if live is None and labelled and not pd.api.types.is_numeric_dtype(current[PRED]):
         from sklearn.metrics import accuracy_score, f1_score
 
         names = sorted(set(reference[LABEL]) | set(current[LABEL]) | set(current[PRED]))
@@ -127,7 +138,8 @@ def check(reference: pd.DataFrame, current: pd.DataFrame, html_path: Optional[Pa
                                            zero_division=0)),
                 "accuracy": float(accuracy_score(current[LABEL], current[PRED]))}
     if live is not None:
-        summary.live = {"macro_f1": live["macro_f1"], "accuracy": live["accuracy"], "rows": len(current)}
+        summary.live = {**{k: v for k, v in live.items() if isinstance(v, (int, float)) and k != "rows"},
+                        "rows": len(current)}
     if html_path is not None:  # the verdict first, Evidently's details below it
         put_header(Path(html_path), summary_html(summary))
     return summary
@@ -146,8 +158,7 @@ def summary_html(summary: DriftSummary) -> str:
     rows = "".join(
         f"<tr><td>{escape(c.column)}</td><td>{escape(c.kind)}</td><td>{escape(c.method)}</td><td>{c.score:.4g}</td>"
         f"<td>{c.threshold:.4g}</td><td>{drift_mark if c.drifted else 'no'}</td></tr>" for c in summary.columns)
-    live = (f"<p>Production model on this batch: macro-F1 {summary.live['macro_f1']:.4f}, accuracy "
-            f"{summary.live['accuracy']:.4f} ({summary.live['rows']} rows)</p>" if summary.live else "")
+    live = f"<p>Production model on this batch: {live_scores(summary.live)}</p>" if summary.live else ""
     head = "".join(f"<th align=left>{h}</th>" for h in ("column", "kind", "method", "score", "threshold", "drift"))
     return (f'<div id="tuneline-summary" style="{HEADER_STYLE}"><h1 style="margin-top:0">Drift: '
             f"{len(summary.drifted)} of {len(summary.columns)} checked columns drifted (share "

@@ -17,6 +17,7 @@ from tasks.monitoring import profile
 from tasks.monitoring.decision import Decision, decide
 from tasks.monitoring.batches import BatchInfo, BatchStore
 from tasks.config import Params
+from tasks.kinds import get_kind
 from tasks.paths import ProjectPaths
 from tasks.registry.store import REFERENCE_FILE, Registry
 from tasks.files.tables import write_text
@@ -33,8 +34,8 @@ class BatchOutcome:
     failed: bool = False  # reading or checking it crashed (the drop file went to failed/)
 
 
-def production_reference(registry: Registry) -> tuple[pd.DataFrame, Optional[float]]:
-    """The production model's reference profile and its test macro-F1 (from its registry record)."""
+def production_reference(registry: Registry, metric: str = "macro_f1") -> tuple[pd.DataFrame, Optional[float]]:
+    """The production model's reference profile and its test score on `metric` (from its registry record)."""
     version = registry.production_version()
     if version is None:
         raise FileNotFoundError("no production model yet: run the training flow first (tuneline run)")
@@ -42,7 +43,7 @@ def production_reference(registry: Registry) -> tuple[pd.DataFrame, Optional[flo
     if not path.exists():
         raise FileNotFoundError(f"{path}: production v{version} has no reference profile; retrain to create one")
     record = next((r for r in registry.records() if r["version"] == version), {})
-    return pd.read_parquet(path), record.get("metrics", {}).get("macro_f1")
+    return pd.read_parquet(path), record.get("metrics", {}).get(metric)
 
 
 def preload() -> None:
@@ -57,7 +58,8 @@ def check_batch(params: Params, store: BatchStore, registry: Registry, batch: Ba
     """Drift of one stored batch against production, the decision, and its reports (HTML + JSON)."""
     from tasks.inference import Predictor
 
-    reference, production_f1 = production_reference(registry)
+    headline = get_kind(params.task.kind).headline
+    reference, production_score = production_reference(registry, headline)
     rows = profile.sample(store.rows(batch.id), params.monitor.max_rows, params.preprocess.seed).reset_index(drop=True)
     predictor = Predictor(registry.production, params.preprocess.max_length, params.evaluate.batch_size,
                           precision=params.inference.precision)
@@ -66,7 +68,7 @@ def check_batch(params: Params, store: BatchStore, registry: Registry, batch: Ba
     out = reports_dir / batch.id
     summary = drift.check(reference, current, out / "drift.html", params.monitor.text_drift_auc, live=live)
     pending = sum(b.labelled_rows for b in store.pending_labelled(params.data.batches, params.task.kind))
-    decision = decide(summary, params.monitor, production_f1, pending)
+    decision = decide(summary, params.monitor, production_score, pending, headline)
     drift.add_decision(out / "drift.html", decision.retrain, decision.reasons)
     payload = {"batch": batch.__dict__, "production_version": registry.production_version(),
                "summary": summary.to_dict(), "decision": decision.__dict__}

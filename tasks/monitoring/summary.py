@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tasks.monitoring.drift import live_scores
 from tasks.monitoring.monitor import BatchOutcome
 
 
@@ -24,8 +25,7 @@ def outcome_markdown(outcomes: list[BatchOutcome]) -> str:
         lines += [f"| {c.column} | {c.kind} | {c.method} | {c.score:.4g} | {c.threshold:.4g} | "
                   f"{'**yes**' if c.drifted else 'no'} |" for c in o.summary.columns]
         if o.summary.live:
-            lines += ["", f"Live on this batch: macro-F1 {o.summary.live['macro_f1']:.4f}, "
-                          f"accuracy {o.summary.live['accuracy']:.4f} ({o.summary.live['rows']} rows)"]
+            lines += ["", f"Live on this batch: {live_scores(o.summary.live)}"]
         lines += ["", f"Report: `{o.report_html}`; summary: `{o.report_json}`"]
     return "\n".join(lines)
 

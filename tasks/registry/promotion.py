@@ -25,7 +25,8 @@ from tasks.files.weights import weight_file_hashes, weights_sha256
 from tasks.registry.store import REFERENCE_FILE, Registry, now
 
 
-SUMMARY_KEYS = ("accuracy", "macro_f1", "weighted_f1", "per_class", "expected_calibration_error")
+SUMMARY_KEYS = ("accuracy", "macro_f1", "weighted_f1", "per_class", "expected_calibration_error", "rmse", "mae", "r2",
+                "spearman")
 
 
 @dataclass
@@ -56,6 +57,31 @@ def test_sets(candidate: dict, production: dict, pool: list[str]) -> dict[str, t
             if origin in candidate and origin in production}
 
 
+def gate_metric(setting: str, kind: Kind) -> str:
+    """promote.metric for this kind: auto = the kind's headline (macro_f1; rmse for regression); an explicit metric
+    must be one the kind scores."""
+    from tasks.config import ConfigError
+
+    if setting == "auto":
+        return kind.headline
+    if setting not in kind.gate_metrics:
+        raise ConfigError(f"promote.metric {setting}: a {kind.name} model is scored by "
+                          f"{', '.join(kind.gate_metrics)} (or auto)")
+    return setting
+
+
+TRAINING_KEYS = ("learning_rate", "batch_size", "epochs_run", "best_epoch", "stop_reason", "precision", "val_metric",
+                 "best_val_score")
+
+
+def training_summary(project_dir: Path) -> dict:
+    """What the training run used and chose (a learning rate or batch size `auto` picked, the epochs it ran), from
+    its dvclive summary; empty when the run left none."""
+    path = project_dir / "reports/train/metrics.json"
+    found = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return {k: found[k] for k in TRAINING_KEYS if k in found}
+
+
 def summary(metrics: Optional[dict]) -> Optional[dict]:
     return None if metrics is None else {k: metrics[k] for k in SUMMARY_KEYS if k in metrics}
 
@@ -77,9 +103,10 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
         why = (f"the candidate is production v{parent} already: nothing to promote" if seen["version"] == parent else
                f"the candidate was rejected before as v{seen['version']} against production v{parent}: nothing to do")
         return PromotionResult(seen["version"], False, [why], parent, summary(candidate), None,
-                               params.promote.metric, unchanged=True)
+                               gate_metric(params.promote.metric, get_kind(params.task.kind)), unchanged=True)
     production, sets = None, {}
     kind = get_kind(params.task.kind)
+    metric = gate_metric(params.promote.metric, kind)
     production_kind = next((r.get("kind", "text-classification") for r in registry.records()
                             if r["version"] == parent), kind.name)
     comparable = parent is not None and production_kind == kind.name
@@ -92,7 +119,8 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
         sets = test_sets(evaluation.get("by_origin", {}), scores_by_origin(kind, test, y_true, y_pred, labels),
                          params.data.batches)
     baseline = baseline_of(evaluation)
-    decision = gate.decide(candidate, production, params.promote, sets, (baseline.description, baseline.scores))
+    decision = gate.decide(candidate, production, params.promote, sets, (baseline.description, baseline.scores),
+                           metric)
     if parent is not None and not comparable:  # the project's task changed: nothing to compare the candidate with
         verdict = "is promoted" if decision.promote else "is not promoted"
         decision.reasons[0] = (f"production v{parent} is a {production_kind} model and this candidate is "
@@ -106,8 +134,9 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
         "data_source": kind.source_label(params.data), "data": lineage.data_hashes(project_dir),
         "code": lineage.code_commit(project_dir), "params": params.model_dump(by_alias=True),
         "metrics": {**summary(candidate), "n_test": evaluation["n_test"]},
+        "training": training_summary(Path(project_dir)),
         "compared_with": {"version": parent, "metrics": summary(production)},
-        "decision": {"promoted": decision.promote, "reasons": decision.reasons, "metric": params.promote.metric,
+        "decision": {"promoted": decision.promote, "reasons": decision.reasons, "metric": metric,
                      "min_delta": params.promote.min_delta, "max_class_drop": params.promote.max_class_drop,
                      "min_over_baseline": params.promote.min_over_baseline},
         "baseline": {"name": baseline.name, "description": baseline.description, "metrics": summary(baseline.scores)},
@@ -118,7 +147,7 @@ def run(params: Params, processed_dir: str | Path, candidate_dir: str | Path, me
     else:
         registry.reject(record)
     return PromotionResult(record["version"], decision.promote, decision.reasons, registry.production_version(),
-                           summary(candidate), summary(production), params.promote.metric)
+                           summary(candidate), summary(production), metric)
 
 
 def decision_markdown(result: PromotionResult) -> str:
@@ -132,6 +161,6 @@ def decision_markdown(result: PromotionResult) -> str:
     if result.production is not None:
         lines += ["", "| class | candidate F1 | production F1 |", "|---|---|---|"]
         lines += [f"| {name} | {v['f1-score']:.4f} | {result.production['per_class'][name]['f1-score']:.4f} |"
-                  for name, v in result.candidate["per_class"].items()]
+                  for name, v in result.candidate.get("per_class", {}).items()]
         lines += [f"| **{metric}** | **{result.candidate[metric]:.4f}** | **{result.production[metric]:.4f}** |"]
     return "\n".join(lines)

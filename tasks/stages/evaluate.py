@@ -21,22 +21,9 @@ from tasks.files.tables import write_text
 from tasks.inference import Predictor
 from tasks.kinds import get_kind
 from tasks.kinds.base import Kind, read_split
+from tasks.kinds.diagnostics import Plot
 from tasks.metrics import scores_by_origin
-
-
-def reliability(correct: np.ndarray, conf: np.ndarray, n_bins: int) -> tuple[float, list[dict]]:
-    """Expected calibration error over equal-width confidence bins, and the curve's points."""
-    edges = np.linspace(0, 1, n_bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1]), 0, n_bins - 1)
-    ece, points = 0.0, []
-    for b in range(n_bins):
-        mask = which == b
-        if mask.any():
-            gap = abs(correct[mask].mean() - conf[mask].mean())
-            ece += gap * mask.mean()
-            points.append({"confidence": float(conf[mask].mean()), "accuracy": float(correct[mask].mean()),
-                           "rows": int(mask.sum())})
-    return float(ece), points
+from tasks.scoring import gain
 
 
 def slice_scores(kind: Kind, test: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str],
@@ -47,7 +34,7 @@ def slice_scores(kind: Kind, test: pd.DataFrame, y_true: np.ndarray, y_pred: np.
     for value, idx in test.groupby(cfg.slice_column).indices.items():
         if len(idx) >= cfg.min_slice_rows:
             s = kind.scores(y_true[idx], y_pred[idx], labels)
-            out[str(value)] = {"rows": len(idx), "accuracy": s["accuracy"], "macro_f1": s["macro_f1"]}
+            out[str(value)] = {"rows": len(idx), **{m: s[m] for m in kind.val_metrics}}
     return out
 
 
@@ -65,35 +52,34 @@ def run(cfg: EvaluateConfig, processed_dir: str | Path, model_dir: str | Path, m
     train = read_split(processed / "train.parquet")
     base_pred = kind.baseline(train, test, labels, cfg, seed, base_model)
 
-    # Calibration and the confusion matrix read the kind's units: rows, or words for token classification.
-    unit_true = kind.unit_truth(test, predicted)
-    unit_pred = np.array(labels, dtype=object)[predicted.unit_probs.argmax(axis=1)]
-    ece, curve = reliability(unit_true == unit_pred, predicted.unit_probs.max(axis=1), cfg.calibration_bins)
+    # Beside the scores, what the kind's objective adds: calibration and the confusion matrix over its units (rows,
+    # or words), or the residuals; and its plots.
+    diagnostics = kind.diagnostics(test, predicted, labels, cfg)
     metrics = {"n_test": len(test), "n_train": len(train),
-               "model": {**kind.scores(y_true, y_pred, labels), "expected_calibration_error": ece},
+               "model": {**kind.scores(y_true, y_pred, labels), **diagnostics.model},
                kind.baseline_name: kind.scores(y_true, base_pred, labels), "baseline_name": kind.baseline_name,
-               "baseline_description": kind.baseline_description}
-    metrics["macro_f1_gain_over_baseline"] = metrics["model"]["macro_f1"] - metrics[kind.baseline_name]["macro_f1"]
-    from sklearn.metrics import confusion_matrix
-
-    metrics["confusion_matrix"] = {"labels": labels, "rows_actual_cols_predicted":
-                                   confusion_matrix(unit_true, unit_pred, labels=labels).tolist()}
+               "baseline_description": kind.baseline_description, "headline": kind.headline,
+               **diagnostics.report}
+    metrics[f"{kind.headline}_gain_over_baseline"] = gain(kind.headline, metrics["model"][kind.headline],
+                                                          metrics[kind.baseline_name][kind.headline])
     metrics["by_origin"] = scores_by_origin(kind, test, y_true, y_pred, labels)
     slices = slice_scores(kind, test, y_true, y_pred, labels, cfg)
     if slices is not None:
         metrics["slices"] = {cfg.slice_column: slices}
     write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", metrics_path)
     if plots_dir is not None:
-        write_plots(plots_dir, list(unit_true), list(unit_pred), curve)
+        write_plots(plots_dir, diagnostics.plots)
     return metrics
 
 
-def write_plots(plots_dir: str | Path, actual: list[str], predicted: list[str], curve: list[dict]) -> None:
+def write_plots(plots_dir: str | Path, plots: list[Plot]) -> None:
     from dvclive import Live  # reporting only
 
     with Live(dir=str(plots_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        live.log_sklearn_plot("confusion_matrix", actual, predicted, name="confusion_matrix",
-                              title="Confusion matrix (test split)")
-        live.log_plot("reliability", curve, x="confidence", y="accuracy", template="linear",
-                      title="Reliability curve (test split)")
+        for plot in plots:
+            if plot.template == "confusion":
+                live.log_sklearn_plot("confusion_matrix", plot.actual, plot.predicted, name=plot.name,
+                                      title=plot.title)
+            else:
+                live.log_plot(plot.name, plot.points, x=plot.x, y=plot.y, template=plot.template, title=plot.title)
     Path(plots_dir, "metrics.json").unlink(missing_ok=True)  # dvclive's empty summary; metrics live in metrics_path

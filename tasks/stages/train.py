@@ -15,6 +15,7 @@ from tasks.config import TrainConfig
 from tasks.engine import checkpoint, distributed
 from tasks.engine.loop import StepCallback, TrainResult, fit, seed_everything
 from tasks.engine.modeling import add_lora, load_model, save_classifier
+from tasks.engine.rates import choose_rate
 from tasks.kinds import get_kind, mark_model_kind, resolve_model
 from tasks.kinds.base import Kind, read_split, validator
 
@@ -26,7 +27,8 @@ def build_model(cfg: TrainConfig, labels: list[str], kind: Kind | str = "text-cl
     kind = get_kind(kind)
     path = resolve_model(cfg.model, kind)
     processor = kind.load_processor(path)
-    model = load_model(path, labels, cfg.dropout, kind.auto_class, getattr(processor, "pad_token_id", None))
+    model = load_model(path, labels, cfg.dropout, kind.auto_class, getattr(processor, "pad_token_id", None),
+                       kind.problem_type)
     if cfg.strategy == "lora":
         model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules, kind.peft_task)
     return model, processor
@@ -67,6 +69,11 @@ def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metr
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
     seed_everything(cfg.seed)  # the new head's initialisation depends on it
     model, processor = build_model(cfg, labels, kind)
+    rate = choose_rate(cfg.learning_rate, kind.name, getattr(model.config, "model_type", None), cfg.strategy,
+                       cfg.optimizer)
+    if cfg.learning_rate == "auto" and distributed.is_main():
+        print(f"train: {rate.reason}", flush=True)
+    cfg = cfg.model_copy(update={"learning_rate": rate.learning_rate})
     train_frame = read_split(processed / "train.parquet")
     train = kind.split(train_frame, processor, cfg)
     validate = validator(kind, read_split(processed / "val.parquet"), processor, labels)
