@@ -1,4 +1,4 @@
-"""Issue 11, end to end for the token and image kinds on tiny models: real `dvc repro` (all stages, then nothing), a
+"""End to end for the token, image and regression kinds on tiny models: real `dvc repro` (all stages, then nothing), a
 real Prefect deployment run with a `task.kind` override, the gate and registry, rollback, `tuneline predict`, and the
 production directory loading with the matching `transformers.pipeline` task."""
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from tasks.orchestration import prefect_server as serving
+from tests.test_kind_regression import ratings
 from tests.conftest import (ALL, created_flow_run_id, dvc, flow_run_artifacts, make_images, make_project, ran_stages,
                             sh, tiny_params, tree_digest, tuneline, wait_for_deployments)
 
@@ -25,12 +26,18 @@ def kind_params(kind: str, tmp: Path, tiny_model_dir: Path, tiny_resnet_dir: Pat
     if kind == "token-classification":  # the embedded WNUT-16 tweets, capped small
         return tiny_params(tiny_model_dir, task={"kind": kind}, promote=ANY_CANDIDATE,
                            preprocess={"max_length": 48}, control=API_KEYS)
+    if kind == "text-regression":  # reviews with star ratings, a user's own file
+        source = tmp / "ratings.csv"
+        ratings().to_csv(source, index=False)
+        return tiny_params(tiny_model_dir, task={"kind": kind}, promote={**ANY_CANDIDATE, "min_delta": -10.0},
+                           data={"path": str(source), "text_column": "review", "label_column": "stars"},
+                           control=API_KEYS)
     images = make_images(tmp / "images", per_class=16)
     return tiny_params(tiny_resnet_dir, task={"kind": kind}, data={"path": str(images)}, promote=ANY_CANDIDATE,
                        preprocess={"image_size": 32}, train={"learning_rate": 3e-3, "epochs": 2}, control=API_KEYS)
 
 
-@pytest.mark.parametrize("kind", ["token-classification", "image-classification"])
+@pytest.mark.parametrize("kind", ["token-classification", "image-classification", "text-regression"])
 def test_kind_runs_through_dvc_prefect_gate_registry_and_predict(prefect_env, tmp_path, tiny_model_dir,
                                                                   tiny_resnet_dir, kind):
     from transformers import pipeline
@@ -50,7 +57,8 @@ def kind_end_to_end(project: Path, env: dict, log: Path, serve, kind: str, tmp_p
     assert sorted(ran_stages(first.stdout)) == sorted(ALL), first.stdout
     assert ran_stages(dvc(project, "repro").stdout) == []
     metrics = json.loads((project / "reports/metrics.json").read_text())
-    assert {"macro_f1", "accuracy", "per_class"} <= set(metrics["model"]) and metrics["baseline_name"] in metrics
+    scores = {"rmse", "mae", "r2", "spearman"} if kind == "text-regression" else {"macro_f1", "accuracy", "per_class"}
+    assert scores <= set(metrics["model"]) and metrics["baseline_name"] in metrics
 
     promoted = tuneline(project, env, "promote")
     assert "candidate v1: PROMOTED; production is v1" in promoted.stdout
@@ -77,7 +85,16 @@ def kind_end_to_end(project: Path, env: dict, log: Path, serve, kind: str, tmp_p
     bad_data_changes_nothing(project, kind, tmp_path)
     production = str(project / "models/production")
     labels = json.loads((project / "data/processed/labels.json").read_text())
-    if kind == "token-classification":
+    if kind == "text-regression":
+        texts = ["awful item", "great item"]
+        pd.DataFrame({"review": texts}).to_csv(project / "in.csv", index=False)
+        tuneline(project, env, "predict", str(project / "in.csv"), "--column", "review", "--precision", "fp32", "-o",
+                 str(project / "out.csv"))
+        out = pd.read_csv(project / "out.csv")
+        assert list(out.columns) == ["review", "score"]
+        assert [r["score"] for r in pipeline("text-classification", model=production)(texts)] == pytest.approx(
+            list(out["score"]), abs=1e-5)
+    elif kind == "token-classification":
         ner = pipeline("token-classification", model=production, aggregation_strategy="simple")
         found = ner("Barack Obama visited the Empire State Building in New York")
         assert all(e["entity_group"] in {t[2:] for t in labels if t != "O"} for e in found)
@@ -105,6 +122,11 @@ def dvc_clean(project: Path) -> bool:
 
 def a_batch(project: Path, kind: str, tmp: Path) -> Path:
     """A batch of new rows of the kind (enough to pass validate.min_rows), as a user would drop it."""
+    if kind == "text-regression":
+        batch = tmp / "new-ratings.csv"
+        pd.DataFrame({"review": [f"a fine thing {i}" for i in range(24)], "stars": [2.0 + i % 3 for i in range(24)]}).to_csv(
+            batch, index=False)
+        return batch
     if kind == "token-classification":
         batch = tmp / "batch.jsonl"
         pd.DataFrame({"tokens": [[f"Anna{i}", "flew", "home", f"day{i}"] for i in range(24)],
@@ -123,7 +145,11 @@ def bad_data_changes_nothing(project: Path, kind: str, tmp: Path) -> None:
     from PIL import Image
     import numpy as np
 
-    if kind == "token-classification":
+    if kind == "text-regression":
+        bad = tmp / "bad-ratings.csv"
+        pd.DataFrame({"review": [f"text {i}" for i in range(30)], "stars": "lots"}).to_csv(bad, index=False)
+        rule = "non_numeric_target"
+    elif kind == "token-classification":
         bad = tmp / "bad.conll"
         bad.write_text("".join(f"word{i} I-person\nnext O\n\n" for i in range(30)), encoding="utf-8")  # I- without B-
         rule = "bio_order"

@@ -184,8 +184,9 @@ def png(colour: tuple[int, int, int]) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("kind", ["token-classification", "image-classification"])
-def test_token_and_image_servers_answer_like_tuneline_predict(kind, tmp_path, tiny_model_dir, tiny_image_model):
+@pytest.mark.parametrize("kind", ["token-classification", "image-classification", "text-regression"])
+def test_token_image_and_regression_servers_answer_like_tuneline_predict(kind, tmp_path, tiny_model_dir,
+                                                                         tiny_image_model):
     from tasks.engine.modeling import load_model, save_classifier
     from tasks.kinds import get_kind, mark_model_kind
     from tasks.stages import predict
@@ -193,9 +194,10 @@ def test_token_and_image_servers_answer_like_tuneline_predict(kind, tmp_path, ti
     root = tmp_path / "p"
     registry = Registry.of_project(root)
     model = tmp_path / "model"
-    if kind == "token-classification":
+    if kind in ("token-classification", "text-regression"):
         k = get_kind(kind)
-        saved = load_model(str(tiny_model_dir), ["B-PER", "I-PER", "O"], auto_class=k.auto_class)
+        labels = ["B-PER", "I-PER", "O"] if kind == "token-classification" else ["score"]
+        saved = load_model(str(tiny_model_dir), labels, auto_class=k.auto_class, problem_type=k.problem_type)
         save_classifier(saved, k.load_processor(str(tiny_model_dir)), model, str(tiny_model_dir))
         mark_model_kind(model, k)
     else:
@@ -207,7 +209,15 @@ def test_token_and_image_servers_answer_like_tuneline_predict(kind, tmp_path, ti
     url = f"http://127.0.0.1:{port}"
     try:
         wait_model_ready(url, server, log)
-        if kind == "token-classification":
+        if kind == "text-regression":
+            texts = ["a great flight", "awful, delayed again", "ok"]
+            pd.DataFrame({"text": texts}).to_csv(tmp_path / "in.csv", index=False)
+            predict.run(tmp_path / "in.csv", tmp_path / "out.csv", registry.production, precision="fp32")
+            expected = pd.read_csv(tmp_path / "out.csv")["score"]
+            answers = httpx.post(f"{url}/predict", json={"inputs": texts}, timeout=30).json()["predictions"]
+            assert [set(a) for a in answers] == [{"score"}] * 3
+            assert [a["score"] for a in answers] == pytest.approx(list(expected), abs=1e-5)
+        elif kind == "token-classification":
             texts = ["Anna Smith flew to Paris", "no names here, at all!"]
             pd.DataFrame({"text": texts}).to_csv(tmp_path / "in.csv", index=False)
             predict.run(tmp_path / "in.csv", tmp_path / "out.jsonl", registry.production, precision="fp32")

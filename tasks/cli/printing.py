@@ -19,7 +19,9 @@ def training_stop(project_dir: Path) -> list[str]:
     if "stop_reason" not in train:
         return []
     patience = load_params(project_dir / "params.yaml").train.early_stopping_patience
-    return [f"training: {describe_stop(train['stop_reason'], int(train['epochs_run']), int(train['best_epoch']), patience)}"]
+    why = describe_stop(train["stop_reason"], int(train["epochs_run"]), int(train["best_epoch"]), patience,
+                        metric_name(train.get("val_metric", "macro_f1")))
+    return [f"training: {why}"]
 
 
 def outputs_summary(project_dir: Path, result: dict) -> str:

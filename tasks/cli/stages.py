@@ -112,8 +112,9 @@ def evaluate_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Op
     m = evaluate.run(cfg.evaluate, input_dir, model_dir, metrics, plots_dir, seed=cfg.train.seed,
                      base_model=cfg.train.model, kind=cfg.task.kind, precision=cfg.inference.precision)
     baseline = baseline_of(m)
-    say(f"evaluate: model macro-F1 {m['model']['macro_f1']:.4f}, baseline ({baseline.description}) "
-        f"macro-F1 {baseline.scores['macro_f1']:.4f} on {m['n_test']} test rows")
+    headline = m["headline"]
+    say(f"evaluate: model {metric_name(headline)} {m['model'][headline]:.4f}, baseline ({baseline.description}) "
+        f"{metric_name(headline)} {baseline.scores[headline]:.4f} on {m['n_test']} test rows")
 
 
 @stage.command("reference")

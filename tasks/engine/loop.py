@@ -1,7 +1,8 @@
 """The training engine's loop: one epoch after another over a task kind's `Split`, with the seed practices as switches.
 
 Strategies (full, head, gradual, lora) and layer-wise rates come from strategies.py; resumable checkpoints from
-checkpoint.py; DDP from distributed.py. Early stopping on validation macro-F1 keeps the best epoch's weights.
+checkpoint.py; DDP from distributed.py. Early stopping on the validation score (macro-F1; RMSE for regression, in
+its direction) keeps the best epoch's weights.
 The loop knows nothing of the task kind: the split collates model inputs and targets, the validator scores.
 Imports only torch/numpy/tqdm at module level so it runs on a bare GPU box (ARCHITECTURE.md, "The engine").
 """
@@ -65,7 +66,9 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
     def stop_summary(self, patience: int) -> str:
-        return describe_stop(self.stop_reason, self.epochs_run, self.best_epoch, patience)
+        from tasks.scoring import metric_name
+
+        return describe_stop(self.stop_reason, self.epochs_run, self.best_epoch, patience, metric_name(self.val_metric))
 
 
 def seed_everything(seed: int) -> None:

@@ -49,6 +49,15 @@ def load_model(path: str, labels: list[str], dropout: Optional[float] = None, au
                                                   ignore_mismatched_sizes=True)
 
 
+def output_layer(model) -> torch.nn.Linear:
+    """The Linear layer that produces the model's outputs: the last one whose width is the number of labels."""
+    n = model.config.num_labels
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == n]
+    if not layers:
+        raise ValueError(f"{type(model).__name__}: no Linear layer with {n} outputs")
+    return layers[-1]
+
+
 def add_lora(model, r: int, alpha: int, dropout: float, target_modules: Optional[list[str]] = None,
              task_type: str = "SEQ_CLS"):
     """Wrap in LoRA adapters: only the adapters and the new head (PEFT's modules_to_save) stay trainable.

@@ -185,6 +185,9 @@ class Kind(ABC):
     def saved_processor(self, processor: Any, train: pd.DataFrame) -> Any:
         """The processor saved beside the trained model (the image kind fixes its size to the training crop)."""
 
+    def init_head(self, model: torch.nn.Module, train: pd.DataFrame) -> None:
+        """Set up the new head from the training rows before training (a regression starts at their mean)."""
+
     @abstractmethod
     def split(self, frame: pd.DataFrame, processor: Any, train_cfg: Optional[TrainConfig] = None,
               max_length: Optional[int] = None) -> Split:

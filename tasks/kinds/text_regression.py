@@ -118,6 +118,18 @@ class TextRegressionKind(TextKind):
         return table, token_profile(lengths, cfg.max_length)
 
     # --- model -------------------------------------------------------------------------------------------------
+    def init_head(self, model, train: pd.DataFrame) -> None:
+        """The output starts at the training targets' mean: an optimizer step moves a weight by about the learning
+        rate, so a head starting at 0 would spend its first epochs walking to targets around, say, 3 (stars)."""
+        from tasks.engine.modeling import output_layer
+
+        layer = output_layer(model)
+        if layer.bias is not None:
+            import torch
+
+            with torch.no_grad():
+                layer.bias.fill_(float(train[TARGET].mean()))
+
     def truth(self, frame: pd.DataFrame) -> np.ndarray:
         return frame[LABEL].astype(float).to_numpy()
 

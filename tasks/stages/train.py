@@ -2,7 +2,7 @@
 
 The kind supplies the model class, the processor (tokenizer or image processor), the split the engine reads and the
 validation scores; the engine (tasks/engine/) runs the loop with the seed practices as switches. Early stopping on
-validation macro-F1 keeps the best epoch's weights.
+validation score (macro-F1; RMSE for regression) keeps the best epoch's weights.
 """
 from __future__ import annotations
 
@@ -75,6 +75,7 @@ def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metr
         print(f"train: {rate.reason}", flush=True)
     cfg = cfg.model_copy(update={"learning_rate": rate.learning_rate})
     train_frame = read_split(processed / "train.parquet")
+    kind.init_head(model, train_frame)
     train = kind.split(train_frame, processor, cfg)
     validate = validator(kind, read_split(processed / "val.parquet"), processor, labels)
     ck = checkpoint_file(cfg, processed, checkpoint_dir)
