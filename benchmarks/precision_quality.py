@@ -2,9 +2,10 @@
 
 For each kind: the stages of `dvc repro` (prepare, validate, preprocess, train, evaluate: the same functions the
 DVC stages call) on the kind's embedded default with the Makefile's per-kind budget, once with
-train.precision/inference.precision fp32 and once bf16. Printed per kind: test macro-F1 of both runs and the
-difference (goal: bf16 within 0.5 points), and, for the fp32 model predicted on its test split in fp32 and in bf16,
-the share of rows whose label differs (goal: at most 0.5%) and the largest probability difference (goal: 1e-2).
+train.precision/inference.precision fp32 and once bf16. Printed per kind: the test headline metric of both runs and
+the difference (goal: bf16 within 0.5 points of macro-F1), and, for the fp32 model predicted on its test split in
+fp32 and in bf16, the share of labels that differ (goal: at most 0.5%) and the largest probability difference (goal:
+1e-2; for regression, the largest score difference). --kinds regression covers text-regression.
 
 usage: python benchmarks/precision_quality.py [--kinds text,token,image] [--json FILE]
 On a CPU without native bf16 (no avx512_bf16/AMX flag) it stops: there is no bf16 run to compare.
@@ -27,6 +28,7 @@ KINDS = {
     "token": {"task": {"kind": "token-classification"}, "train": {"learning_rate": 5e-4, "epochs": 8}},
     "image": {"task": {"kind": "image-classification"}, "preprocess": {"image_size": 64},
               "train": {"learning_rate": 1e-3, "epochs": 8}},
+    "regression": {"task": {"kind": "text-regression"}},  # learning rate and epochs auto
 }
 
 
@@ -67,13 +69,14 @@ def train_and_evaluate(kind: str, precision: str, processed: Path, work: Path) -
     seconds = time.perf_counter() - start
     metrics = evaluate.run(cfg.evaluate, processed, model, work / f"eval-{precision}.json", None, seed=cfg.train.seed,
                            base_model=cfg.train.model, kind=cfg.task.kind, precision=precision)
-    return model, metrics["model"], {"precision": result.precision, "samples_per_s": result.samples_per_s,
-                                     "seconds": seconds}
+    return model, {**metrics["model"], "headline": metrics["headline"]}, {
+        "precision": result.precision, "samples_per_s": result.samples_per_s, "seconds": seconds}
 
 
 def agreement(model: Path, processed: Path) -> tuple[float, float, int]:
     """The fp32 model on its test split, predicted in fp32 and in bf16: the share of labels that differ (rows, or
-    words for the token kind), the largest probability difference, and the number of labels."""
+    words for the token kind), the largest probability difference, how many labels differ by more than 0.01 in
+    some class's probability, and the number of labels."""
     import numpy as np
 
     from tasks.inference import Predictor
@@ -83,12 +86,13 @@ def agreement(model: Path, processed: Path) -> tuple[float, float, int]:
     fp32 = Predictor(model, precision="fp32").predict(test)
     bf16 = Predictor(model, precision="bf16").predict(test)
     differ = float(np.mean(fp32.unit_probs.argmax(axis=1) != bf16.unit_probs.argmax(axis=1)))
-    return differ, float(np.max(np.abs(fp32.unit_probs - bf16.unit_probs))), len(fp32.unit_probs)
+    gap = np.abs(fp32.unit_probs - bf16.unit_probs).max(axis=1)
+    return differ, float(gap.max()), int((gap > 0.01).sum()), len(fp32.unit_probs)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kinds", default="text,token,image")
+    ap.add_argument("--kinds", default="text,token,image,regression")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     import torch
@@ -104,15 +108,18 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix=f"precision-{kind}-"))
         processed = prepared_splits(kind, work)
         runs = {p: train_and_evaluate(kind, p, processed, work) for p in ("fp32", "bf16")}
-        differ, max_prob, n = agreement(runs["fp32"][0], processed)
-        f1 = {p: runs[p][1]["macro_f1"] for p in runs}
-        row = {"kind": kind, "test_labels": n, "macro_f1": f1, "points_lost": 100 * (f1["fp32"] - f1["bf16"]),
-               "label_differ_share": differ, "max_prob_diff": max_prob,
+        differ, max_prob, over, n = agreement(runs["fp32"][0], processed)
+        metric = runs["fp32"][1]["headline"]  # macro_f1; rmse for regression (lower is better)
+        f1 = {p: runs[p][1][metric] for p in runs}
+        row = {"kind": kind, "test_labels": n, "metric": metric, metric: f1,
+               "points_lost": 100 * (f1["fp32"] - f1["bf16"]) * (1 if metric != "rmse" else -1),
+               "label_differ_share": differ, "max_prob_diff": max_prob, "units_over_0.01": over,
                "train": {p: runs[p][2] for p in runs}}
         results.append(row)
-        print(f"{kind:6s} test macro-F1 fp32 {f1['fp32']:.4f}  bf16 {f1['bf16']:.4f}  "
-              f"(bf16 - fp32 {100 * (f1['bf16'] - f1['fp32']):+.2f} points; goal >= -0.50)  | fp32 model in bf16: "
-              f"{differ:.2%} of {n} labels differ (goal <= 0.5%), max prob diff {max_prob:.4f} (goal <= 0.01)  | "
+        print(f"{kind:6s} test {metric} fp32 {f1['fp32']:.4f}  bf16 {f1['bf16']:.4f}  "
+              f"(bf16 - fp32 {100 * (f1['bf16'] - f1['fp32']):+.2f} points; goal: within 0.50)  | fp32 model in bf16: "
+              f"{differ:.2%} of {n} labels differ (goal <= 0.5%), max prob diff {max_prob:.4f} (goal <= 0.01; "
+              f"{over} of {n} above)  | "
               f"train samples/s fp32 {runs['fp32'][2]['samples_per_s']:.1f}, bf16 "
               f"{runs['bf16'][2]['samples_per_s']:.1f}", flush=True)
     if args.json:
