@@ -15,7 +15,7 @@ IMAGE_SIZE ?= 64
 # subprocesses and servers, so 2 finish the suite in about 3/4 of the time of 1 even on a 2-core machine.
 TEST_WORKERS ?= 2
 
-.PHONY: install run run-token run-image test test-fast serve stop repro clean-outputs
+.PHONY: install run run-token run-image run-regression test test-fast serve stop repro clean-outputs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -42,6 +42,12 @@ run-image: install  ## image classification: train, evaluate, gate, promote, the
 	tuneline run -S task.kind=image-classification -S preprocess.image_size=$(IMAGE_SIZE)
 	tuneline predict data/examples/digits -o reports/predictions/image.csv
 	cat reports/predictions/image.csv
+
+# Regression: a score per tweet derived from the embedded corpus (polarity x annotator confidence, in [-1, 1]).
+run-regression: install  ## text regression: train, evaluate against TF-IDF + ridge, gate, promote, then predict scores
+	tuneline run -S task.kind=text-regression -S preprocess.image_size=null
+	tuneline predict data/examples/texts.csv -o reports/predictions/regression.csv
+	cat reports/predictions/regression.csv
 
 test: install  ## the whole suite: unit, real `dvc repro`, real Prefect server, real-model smoke test
 	$(PY) -m pytest -n $(TEST_WORKERS)

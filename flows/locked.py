@@ -8,7 +8,8 @@ from typing import Any, Callable, TypeVar
 from prefect import get_run_logger
 from prefect.states import Completed
 
-from tasks.orchestration.locking import ProjectBusy, lock_timeout, run_lock
+from tasks.orchestration.locking import ProjectBusy, lock_timeout
+from tasks.orchestration.server_slot import run_lock
 from tasks.redaction import redact
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from tasks.engine.device import choose_precision, pick_device
+from tasks.engine.device import choose_precision, physical_cores, pick_device
 from tasks.files.weights import verify_weights
 from tasks.kinds import kind_of_model
 from tasks.kinds.base import Predicted, is_labelled
@@ -28,8 +28,8 @@ class Predictor:
 
         from tasks.engine.modeling import load_classifier
 
-        if num_threads:
-            torch.set_num_threads(num_threads)
+        if num_threads or torch.get_num_threads() > physical_cores():  # one thread per physical core at most
+            torch.set_num_threads(num_threads or physical_cores())
         verify_weights(Path(model_dir).resolve())  # a registered version loads only as it was promoted
         self.model_dir = Path(model_dir)
         self.kind = kind_of_model(model_dir)

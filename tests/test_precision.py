@@ -57,3 +57,12 @@ def test_bf16_predictions_match_fp32_on_a_trained_tiny_model(registry_project, m
     bf16 = bf16_predictor.predict(texts)
     assert list(bf16.rows) == list(fp32.rows)
     np.testing.assert_allclose(bf16.unit_probs, fp32.unit_probs, atol=1e-2)
+
+
+def test_threads_follow_physical_cores_not_smt_siblings():
+    # 2 sockets x 2 cores x 2 hyper-threads = 8 logical CPUs, 4 cores; this process may run on CPUs 0-3 only.
+    cpuinfo = "\n\n".join(f"processor\t: {cpu}\nphysical id\t: {cpu // 4}\ncore id\t\t: {(cpu % 4) // 2}"
+                          for cpu in range(8))
+    assert engine_device.physical_cores(cpuinfo, allowed=set(range(8))) == 4
+    assert engine_device.physical_cores(cpuinfo, allowed={0, 1, 2, 3}) == 2  # CPUs 0-3: socket 0's two cores
+    assert engine_device.physical_cores("", allowed={0, 1, 2}) == 3  # no core ids: the logical count

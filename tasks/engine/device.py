@@ -35,6 +35,31 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def physical_cores(cpuinfo: Optional[str] = None, allowed: Optional[set[int]] = None) -> int:
+    """Cores this process may run on, counting SMT siblings once: torch's intra-op threads share a core's units,
+    so a second thread per core adds contention, not arithmetic. From /proc/cpuinfo's (physical id, core id) pairs
+    within this process's affinity; the logical count where the kernel does not say."""
+    import os
+
+    if allowed is None:
+        allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    try:
+        text = cpuinfo if cpuinfo is not None else open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return max(1, len(allowed))
+    cores, cpu, socket = set(), None, "0"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "processor":
+            cpu, socket = int(value), "0"
+        elif key == "physical id":
+            socket = value
+        elif key == "core id" and cpu in allowed:
+            cores.add((socket, value))
+    return max(1, len(cores) or len(allowed))
+
+
 class Precision:
     """What arithmetic a run uses: fp32, or autocast to bf16 / fp16 around the forward pass (weights stay fp32)."""
 

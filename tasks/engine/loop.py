@@ -9,7 +9,6 @@ Imports only torch/numpy/tqdm at module level so it runs on a bare GPU box (ARCH
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -24,8 +23,8 @@ from tasks.config import TrainConfig
 from tasks.engine import checkpoint, distributed, resident, sizing
 from tasks.engine.stopping import describe_stop, stop_reason
 from tasks.engine.batching import StaticShapes, longest_row, units
-from tasks.engine.device import choose_precision, pick_device
-from tasks.engine.splits import IGNORE_INDEX, Split
+from tasks.engine.device import choose_precision, physical_cores, pick_device
+from tasks.engine.splits import Split
 from tasks.engine.losses import choose_loss, make_loss
 from tasks.engine.optimizers import build_optimizer, implementation
 from tasks.engine.strategies import (build_param_groups, frozen_groups, groups_needed_by, named_groups, set_frozen,
@@ -115,8 +114,9 @@ def static_shapes(split: Split, cfg: TrainConfig) -> Optional[StaticShapes]:
 
 
 def configure_cpu_threads(cfg: TrainConfig, world: int) -> None:
-    # Several processes on one CPU share its cores; oversubscription makes every one of them slower.
-    torch.set_num_threads(cfg.num_threads or max(1, (os.cpu_count() or 1) // world))
+    # One thread per physical core (SMT siblings share a core's units), split between the processes on this CPU:
+    # oversubscription makes every one of them slower.
+    torch.set_num_threads(cfg.num_threads or max(1, physical_cores() // world))
 
 
 def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_path: Optional[Path] = None,

@@ -90,12 +90,3 @@ def lock_timeout(root: Path) -> float:
 
     params = Path(root) / "params.yaml"
     return load_params(params).monitor.lock_timeout_s if params.exists() else 0.0
-
-
-@contextmanager
-def run_lock(root: Path, timeout_s: float, what: str | None = None) -> Iterator[None]:
-    """What a flow run takes: this machine's project lock, then the server-wide slot."""
-    from tasks.orchestration.server_slot import server_slot
-
-    with project_lock(root, timeout_s, what), server_slot(root, timeout_s, what):
-        yield

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 from uuid import UUID
 
-from tasks.orchestration.locking import ProjectBusy, current_command
+from tasks.orchestration.locking import ProjectBusy, current_command, project_lock
 from tasks.redaction import redact
 
 SLOT_FILE = ".tuneline/server-slot.json"  # the lease this clone's running flow holds
@@ -282,7 +282,7 @@ def acquire(name: str, timeout_s: float) -> str:
 @contextmanager
 def server_slot(root: Path, timeout_s: float, what: Optional[str] = None) -> Iterator[None]:
     """Hold the project's slot while the block runs. Re-entrant within a process. Take it only inside the project's
-    file lock (locking.run_lock does)."""
+    file lock (run_lock below does)."""
     from datetime import datetime, timezone
 
     from tasks.orchestration.prefect_objects import ensure_limit
@@ -321,3 +321,10 @@ def server_slot(root: Path, timeout_s: float, what: Optional[str] = None) -> Ite
         except Exception:  # the server may be gone already (Ctrl-C): the record then expires by itself
             pass
         slot_file.unlink(missing_ok=True)
+
+
+@contextmanager
+def run_lock(root: Path, timeout_s: float, what: str | None = None) -> Iterator[None]:
+    """What a flow run takes: this machine's project lock, then the server-wide slot."""
+    with project_lock(root, timeout_s, what), server_slot(root, timeout_s, what):
+        yield

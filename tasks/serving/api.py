@@ -28,10 +28,11 @@ class TunelineAPI(ls.LitAPI):
     def setup(self, device) -> None:
         import torch
 
+        from tasks.engine.device import physical_cores
         from tasks.serving.models import ProductionModel
 
         if str(device) == "cpu":  # the workers share the cores: oversubscribed threads make each one slower
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.workers))
+            torch.set_num_threads(max(1, physical_cores() // self.workers))
         self.rng = random.Random(os.getpid())
         self.model = ProductionModel(Path(self.production), Path(self.status_dir), batch_size=64,
                                      check_s=self.check_s, worker=str(os.getpid()), precision=self.precision)
