@@ -109,6 +109,21 @@ def pull(project_dir: str | Path) -> list[str]:
     return lines
 
 
+def follow_remote(project_dir: str | Path, location=None) -> list[str]:
+    """One round of a replica following the shared remote: nothing unless the remote's registry pointer moved (one
+    small read); then only the registry is pulled (not data or candidate) and production follows its events.
+    `location`: storage.remote_location(), kept by a caller that polls."""
+    from tasks.orchestration import storage
+
+    paths = ProjectPaths(Path(project_dir).resolve())
+    location = location or storage.remote_location(paths.root)
+    if not storage.registry_head_moved(paths.root, location):
+        return []
+    with project_lock(paths.root, lock_timeout(paths.root)):
+        adopted = storage.adopt_registry_head(paths.root, location)
+        return ([adopted] if adopted else []) + repair(paths.root) + follow_production(paths)
+
+
 def follow_production(paths: ProjectPaths) -> list[str]:
     """After a pull: production is the version the registry's events say (a promotion or rollback elsewhere),
     after its weights passed their check; this machine's link moves there."""

@@ -145,21 +145,22 @@ def prefect_env(tmp_path_factory):
 
 def wait_for_deployments(project: Path, env: dict, names: list[str], serve_proc, log: Path, timeout: float = 120) -> None:
     """Until the serve process has registered each deployment for *this* project (a server outlives test projects,
-    and a deployment name keeps the parameters of whoever served it last)."""
+    and a deployment name keeps the parameters of whoever served it last). Asked through the REST API: a `prefect`
+    CLI call per poll would cost seconds of CPU each."""
     import time
 
     deadline = time.monotonic() + timeout
     pending = list(names)
-    while pending:
-        assert serve_proc.poll() is None, log.read_text()
-        shown = sh(sys.executable, "-m", "prefect", "deployment", "inspect", pending[0], cwd=project, env=env,
-                   check=False)
-        # Prefect prints the parameters wrapped to the terminal's width: a long path may be split across lines.
-        if shown.returncode == 0 and str(project.resolve()) in "".join(shown.stdout.split()):
-            pending.pop(0)
-            continue
-        assert time.monotonic() < deadline, f"deployment {pending[0]} not served for {project}:\n{shown.stdout}"
-        time.sleep(1)
+    with api_client(env) as api:
+        while pending:
+            assert serve_proc.poll() is None, log.read_text()
+            shown = api.get(f"/deployments/name/{pending[0]}")
+            if shown.status_code == 200 and (shown.json().get("parameters") or {}).get("project_dir") == str(
+                    project.resolve()):
+                pending.pop(0)
+                continue
+            assert time.monotonic() < deadline, f"deployment {pending[0]} not served for {project}:\n{shown.text}"
+            time.sleep(1)
 
 
 @contextmanager

@@ -47,12 +47,12 @@ def test_same_topic_batch_shows_no_drift_and_other_topics_drift_in_text_and_pred
 
     same = drift.check(reference, build(tweets["same"]))
     assert "text" not in same.drifted and same.drift_share < cfg.drift_share, same.columns
-    assert not decide(same, cfg, production_f1=None, pending_labelled_rows=300).retrain
+    assert not decide(same, cfg, production_score=None, pending_labelled_rows=300).retrain
 
     other = drift.check(reference, build(tweets["other"]))
     assert {"text", "predicted_label", "model_embeddings", "label"} <= set(other.drifted), other.columns
     assert other.drift_share >= cfg.drift_share
-    decision = decide(other, cfg, production_f1=None, pending_labelled_rows=300)
+    decision = decide(other, cfg, production_score=None, pending_labelled_rows=300)
     assert decision.retrain and "drift share" in decision.reasons[0]
     assert other.live is not None and 0 <= other.live["macro_f1"] <= 1
 

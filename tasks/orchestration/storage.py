@@ -83,16 +83,26 @@ def publish_registry_head(project_dir: str | Path) -> None:
     fs.pipe_file(head, pointer.read_bytes())
 
 
-def adopt_registry_head(project_dir: str | Path) -> Optional[str]:
+def remote_registry_head(location) -> Optional[bytes]:
+    """The registry pointer the remote's last push recorded, or None before any push. `location`: remote_location()."""
+    fs, root = location
+    head = fs.join(root, REGISTRY_HEAD)
+    return fs.cat_file(head) if fs.exists(head) else None
+
+
+def registry_head_moved(project_dir: str | Path, location) -> bool:
+    """Whether the remote's registry pointer differs from this clone's: one small read, no `dvc` process."""
+    wanted = remote_registry_head(location)
+    pointer = Path(project_dir) / REGISTRY_POINTER
+    return wanted is not None and not (pointer.exists() and pointer.read_bytes() == wanted)
+
+
+def adopt_registry_head(project_dir: str | Path, location=None) -> Optional[str]:
     """The remote's registry pointer, when it differs from this clone's: written here and its files pulled. Returns
     what was done, or None when there is no remote head or this clone has it already."""
-    fs, root = remote_location(project_dir)
-    head = fs.join(root, REGISTRY_HEAD)
-    if not fs.exists(head):
-        return None
+    wanted = remote_registry_head(location or remote_location(project_dir))
     pointer = Path(project_dir) / REGISTRY_POINTER
-    wanted = fs.cat_file(head)
-    if pointer.exists() and pointer.read_bytes() == wanted:
+    if wanted is None or (pointer.exists() and pointer.read_bytes() == wanted):
         return None
     pointer.write_bytes(wanted)
     run_dvc(["pull", REGISTRY_POINTER], Path(project_dir).resolve(), capture=True)

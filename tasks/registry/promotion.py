@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import Params
-from tasks.inference import Predictor
 from tasks.kinds import get_kind, resolve_model
 from tasks.kinds.base import SOURCE_ORIGIN, Kind, raw_rows, read_split
 from tasks.metrics import baseline_of, scores_by_origin
@@ -44,6 +43,8 @@ class PromotionResult:
 def predictions_of(model_dir: Path, kind: Kind, test: pd.DataFrame, max_length: int, batch_size: int,
                    precision: str = "auto") -> np.ndarray:
     """A saved model's predictions as label names, encoded with its own processor (labels are matched by name)."""
+    from tasks.inference import Predictor  # torch: only a promotion that re-scores production pays for it
+
     predictor = Predictor(model_dir, max_length, batch_size, precision=precision)
     return predictor.predict(raw_rows(kind, test), desc="score production").rows
 

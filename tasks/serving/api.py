@@ -77,8 +77,8 @@ class TunelineAPI(ls.LitAPI):
                 for i, prediction in enumerate(answer["predictions"]):
                     row: dict[str, Any] = {c: frame[c].iloc[start + i] for c in inputs}
                     row.update(request_id=answer["request_id"], index=i, model_version=answer["model_version"],
-                               prediction=prediction.get("label", ""), confidence=prediction.get("score"),
-                               time=now)
+                               prediction=logged_prediction(prediction),
+                               confidence=prediction.get("score") if "label" in prediction else None, time=now)
                     rows.append(row)
             start += len(part)
         if rows:
@@ -89,3 +89,12 @@ class TunelineAPI(ls.LitAPI):
 
     def encode_response(self, output: dict, **kwargs) -> dict:
         return output
+
+
+def logged_prediction(answer: dict) -> str:
+    """One answer as the traffic log's prediction column: the label, the score (regression) or the tags (tokens)."""
+    if "label" in answer:
+        return str(answer["label"])
+    if "score" in answer:
+        return f"{answer['score']:.6g}"
+    return " ".join(answer.get("tags", []))

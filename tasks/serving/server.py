@@ -104,18 +104,23 @@ def tick(server, every_s: float, stop: threading.Event) -> None:
 
 
 def follow(paths: ProjectPaths, every_s: float, stop: threading.Event) -> None:
-    """Pull the registry from the default DVC remote every `every_s` seconds: a promotion pushed by any clone moves
-    this machine's production link, and every worker swaps. A pull that finds the project busy waits a round."""
+    """Every `every_s` seconds, read the remote's registry pointer; when a push by any clone moved it, pull the
+    registry and move this machine's production link, and every worker swaps. A round that finds the project busy
+    waits for the next."""
     from tasks import changes
+    from tasks.orchestration import storage
     from tasks.orchestration.locking import ProjectBusy
 
+    location = None
     while not stop.wait(every_s):
         try:
-            for line in changes.pull(paths.root):
+            location = location or storage.remote_location(paths.root)  # opened once: DVC's config, credentials
+            for line in changes.follow_remote(paths.root, location):
                 log.info("follow: %s", line)
         except ProjectBusy:
             continue
         except Exception as exc:
+            location = None  # opened again next round (a changed remote, expired credentials)
             log.error("follow: pulling the registry failed: %s", exc)
 
 
