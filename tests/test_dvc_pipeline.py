@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from tests.conftest import ALL, dvc, make_project, ran_stages, tiny_params, tree_digest
+from tests.conftest import ALL, dvc, make_project, ran_stages, tiny_params, tool_env, tree_digest, tuneline
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +38,25 @@ def test_changing_a_train_param_reruns_only_what_reads_the_model(project):
     rerun = dvc(root, "repro")
     assert sorted(ran_stages(rerun.stdout)) == ["evaluate", "reference", "train"]
     assert "Stage 'preprocess' didn't change" in rerun.stdout
+
+
+def test_each_state_change_by_hand_leaves_dvc_status_clean(project, tmp_path):
+    """promote, rollback and ingest from the CLI version what they change (dvc add), as the flows do; pull:
+    test_scale. The gate is opened wide so that the second candidate is promoted whatever it scores."""
+    root, _ = project
+    clean = lambda: dvc(root, "status", "--json").stdout.strip() in ("{}", "")  # noqa: E731
+    assert "PROMOTED; production is v1" in tuneline(root, tool_env(), "promote").stdout and clean()
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["seed"] = params["train"]["seed"] + 1
+    params["promote"].update(min_delta=-1.0, max_class_drop=1.0, max_set_drop=1.0)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc(root, "repro")
+    assert "PROMOTED; production is v2" in tuneline(root, tool_env(), "promote").stdout and clean()
+    assert "production: v2 -> v1" in tuneline(root, tool_env(), "rollback", "v1").stdout and clean()
+    batch = tmp_path / "batch.csv"
+    batch.write_text("text,sentiment\n" + "".join(f"new tweet {i},{('negative', 'positive')[i % 2]}\n"
+                                                   for i in range(40)))
+    assert "ingest: batch b0001-" in tuneline(root, tool_env(), "ingest", str(batch)).stdout and clean()
 
 
 BAD_INPUTS = {
