@@ -118,3 +118,13 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:
         pass
     if os.getppid() == 1:  # the parent died before the request took effect
         os.kill(os.getpid(), signum)
+
+
+def ignore_terminal_interrupt() -> None:
+    """For a child process its parent stops (SIGTERM) as it shuts down, e.g. the model server's LitServe workers and
+    traffic logger: Ctrl-C reaches every process of the terminal's group, and ignoring it here keeps the stop to the
+    parent's one line instead of a KeyboardInterrupt traceback per process."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the process's main thread: nothing to set
+        pass

@@ -31,6 +31,9 @@ class TunelineAPI(ls.LitAPI):
         from tasks.engine.device import physical_cores
         from tasks.serving.models import ProductionModel
 
+        from tasks.orchestration.signals import ignore_terminal_interrupt
+
+        ignore_terminal_interrupt()  # a spawned worker: the main process stops it
         if str(device) == "cpu":  # the workers share the cores: oversubscribed threads make each one slower
             torch.set_num_threads(max(1, physical_cores() // self.workers))
         self.rng = random.Random(os.getpid())
@@ -98,3 +101,4 @@ def logged_prediction(answer: dict) -> str:
     if "score" in answer:
         return f"{answer['score']:.6g}"
     return " ".join(answer.get("tags", []))
+

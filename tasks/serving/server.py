@@ -136,13 +136,19 @@ def serve(project_dir: Path, params: Params, host: Optional[str] = None, port: O
         threading.Thread(target=follow, args=(paths, follow_remote, stop), daemon=True,
                          name="tuneline-follow-remote").start()
 
+    main_pid = os.getpid()
+
     def graceful(signum, frame):
+        if os.getpid() != main_pid:  # a LitServe process forked with this handler: the main process stops it, and
+            os._exit(0)              # a traceback per process would bury the one line that says the server stopped
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, graceful)  # `docker stop`, systemd: as Ctrl-C, LitServe shuts down
+    # Ctrl-C (sent to every process of the terminal's group) and SIGTERM (`docker stop`, systemd): LitServe shuts down.
+    previous = {signum: signal.signal(signum, graceful) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run(host=host, port=port, num_api_servers=params.serve.api_servers, generate_client_file=False,
                    log_level="warning")
     finally:
         stop.set()
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

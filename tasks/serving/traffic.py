@@ -37,6 +37,13 @@ class TrafficLog(ls.Logger):
         self.writer = None
         self.path: Optional[Path] = None
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled in the logger process LitServe spawns: from then on Ctrl-C is the main process's to handle."""
+        from tasks.orchestration.signals import ignore_terminal_interrupt
+
+        self.__dict__.update(state)
+        ignore_terminal_interrupt()
+
     def process(self, key: str, value: Any) -> None:
         try:
             if key == "traffic":
