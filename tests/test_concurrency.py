@@ -64,7 +64,9 @@ def test_a_training_run_killed_mid_train_is_resumed_by_the_next_run_without_clea
     # A budget long enough that the kill lands mid-training even on a fast CPU (bf16: ~1000 samples/s on this model).
     project = make_project(tmp_path / "p", tiny_params(tiny_model_dir, train={
         "epochs": 20, "checkpoint_every_steps": 5, "batch_size": 8, "early_stopping_patience": 20}))
-    first = subprocess.Popen([sys.executable, "-m", "tasks.cli", "run"], cwd=project, env=prefect_env,
+    # SHELL=/bin/sh: dvc runs the stage through dash, which stays the stage's parent and outlives a killed dvc.
+    first = subprocess.Popen([sys.executable, "-m", "tasks.cli", "run"], cwd=project,
+                             env={**prefect_env, "SHELL": "/bin/sh"},
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     checkpoints = project / ".tuneline/checkpoints/train"
     try:

@@ -16,9 +16,9 @@ stage = typer.Typer(help="Pipeline stages (what dvc.yaml runs).", no_args_is_hel
 @stage.callback()
 def stage_process() -> None:
     """Every stage stops when the `dvc repro` that runs it dies (a killed run leaves no stage running unowned)."""
-    from tasks.orchestration.signals import die_with_parent
+    from tasks.orchestration.signals import stop_with_owner
 
-    die_with_parent()
+    stop_with_owner()
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="params file")
 
 

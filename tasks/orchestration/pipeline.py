@@ -75,7 +75,7 @@ def _stream(cmd: list[str], cwd: Path, on_line: Optional[LineListener] = None,
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     pending = ""
     # Its own session: a terminal's Ctrl-C reaches tuneline only, which stops this child itself (signals.py).
-    # It also dies with tuneline (kill -9 included): its stage then stops at a safe point (die_with_parent).
+    # It also dies with tuneline (kill -9 included): its stage then stops at a safe point (stop_with_owner).
     with subprocess.Popen(cmd, cwd=cwd, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           start_new_session=True, preexec_fn=die_with_parent) as proc, child_group(proc.pid):
         assert proc.stdout is not None

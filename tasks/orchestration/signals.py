@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 _stopping = threading.Event()
@@ -107,8 +109,7 @@ def stop_on_signals() -> Iterator[None]:
 
 def die_with_parent(signum: int = signal.SIGTERM) -> None:
     """Ask the kernel to send this process `signum` when its parent dies (Linux; elsewhere nothing happens): a
-    stage whose `dvc repro` was killed with `kill -9` still stops, at its next safe point, instead of running on
-    unowned."""
+    `dvc repro` whose tuneline was killed with `kill -9` stops too."""
     try:
         import ctypes
 
@@ -118,6 +119,45 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:
         pass
     if os.getppid() == 1:  # the parent died before the request took effect
         os.kill(os.getpid(), signum)
+
+
+# Shells that `dvc repro` may run a stage's command through ($SHELL, else /bin/sh). dash (Debian's /bin/sh) stays
+# alive as the stage's parent instead of exec-ing the one command, and outlives a killed dvc.
+SHELLS = {"sh", "dash", "bash", "zsh", "fish", "ksh", "mksh", "busybox"}
+
+
+def _proc_parent(pid: int) -> tuple[str, int]:
+    """(name, parent pid) of a process, from /proc (Linux)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    name = stat[stat.index("(") + 1:stat.rindex(")")]
+    return name, int(stat[stat.rindex(")") + 2:].split()[1])
+
+
+def stop_with_owner(signum: int = signal.SIGTERM) -> None:
+    """A stage stops (gets `signum`, as from Ctrl-C) when the `dvc repro` that runs it dies, `kill -9` included, so a
+    killed run leaves no stage running unowned. The owner is the parent, or the parent's parent when the parent is
+    the shell dvc ran the command through: the kernel's parent-death signal covers the first, a thread waiting on
+    the owner's pidfd the second (Linux; elsewhere only the parent-death signal, where there is one)."""
+    die_with_parent(signum)
+    try:
+        name, owner = _proc_parent(os.getppid())
+        if name not in SHELLS:
+            return
+        if owner <= 1:  # the shell is already orphaned: the owner is gone
+            os.kill(os.getpid(), signum)
+            return
+        fd = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os.kill(os.getpid(), signum)
+        return
+    except (OSError, ValueError, AttributeError):
+        return  # no /proc or no pidfd here: the parent-death signal is all there is
+
+    def wait_for_owner() -> None:
+        select.select([fd], [], [])  # readable once the owner has exited
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=wait_for_owner, name="stop-with-owner", daemon=True).start()
 
 
 def ignore_terminal_interrupt() -> None:
