@@ -161,8 +161,15 @@ def test_the_server_answers_like_tuneline_predict_swaps_under_load_and_closes_th
             assert name in metrics, name
         assert api.get("/docs").status_code == 200
         assert {"/predict", "/feedback", "/ready", "/metrics"} <= set(api.get("/openapi.json").json()["paths"])
+
+        # Rows logged since the last rotation are not lost when the server stops: they go in as a batch then.
+        before = set(incoming.glob("traffic-*.parquet"))
+        assert api.post("/predict", json={"inputs": ["the last words before shutdown"]}).status_code == 200
+        time.sleep(1)  # the row reaches the logger
     finally:
         stop_process(server)
+    last = [pd.read_parquet(p) for p in set(incoming.glob("traffic-*.parquet")) - before]
+    assert last and "the last words before shutdown" in set(pd.concat(last)["review"]), sorted(incoming.iterdir())
 
 
 def test_a_server_beyond_loopback_without_a_token_refuses_to_start(text_project, tmp_path):

@@ -92,15 +92,23 @@ def build(paths: ProjectPaths, params: Params, host: str, port: int):
     return server
 
 
+def tell_traffic_log(server, message: str) -> bool:
+    """Queue a message for the traffic logger (after the rows already queued); False when there is none to tell."""
+    queue = getattr(server, "logger_queue", None)
+    if queue is None:
+        return True  # not started yet
+    try:
+        queue.put((message, None))
+        return True
+    except Exception:  # the server is shutting down
+        return False
+
+
 def tick(server, every_s: float, stop: threading.Event) -> None:
     """Wake the traffic logger now and then, so a quiet server still rotates on time."""
     while not stop.wait(every_s):
-        queue = getattr(server, "logger_queue", None)
-        if queue is not None:
-            try:
-                queue.put(("tick", None))
-            except Exception:  # the server is shutting down
-                return
+        if not tell_traffic_log(server, "tick"):
+            return
 
 
 def follow(paths: ProjectPaths, every_s: float, stop: threading.Event) -> None:
@@ -141,6 +149,11 @@ def serve(project_dir: Path, params: Params, host: Optional[str] = None, port: O
     def graceful(signum, frame):
         if os.getpid() != main_pid:  # a LitServe process forked with this handler: the main process stops it, and
             os._exit(0)              # a traceback per process would bury the one line that says the server stopped
+        # The traffic logger rotates the rows it holds and exits, before LitServe ends its queue. Told from a thread
+        # of its own: a queue call here could interrupt one of the main thread's on the same connection.
+        teller = threading.Thread(target=tell_traffic_log, args=(server, "stop"), daemon=True)
+        teller.start()
+        teller.join(timeout=5)
         raise KeyboardInterrupt
 
     # Ctrl-C (sent to every process of the terminal's group) and SIGTERM (`docker stop`, systemd): LitServe shuts down.

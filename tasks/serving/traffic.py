@@ -4,8 +4,9 @@ send it the rows they answered (a serve.log_share of the requests), and /feedbac
 Rows are written to a rotating Parquet file under .tuneline/serve/<port>/traffic/ (input, prediction, confidence,
 model version, request id, time). When the file holds serve.rotate_rows rows or is serve.rotate_minutes old, it is
 closed, kept, and its inputs go into the drop folder as an unlabelled batch, which the monitoring flow checks for
-drift against the production model like any batch. The labels /feedback received for logged rows since the last
-rotation go in at the same time as a labelled batch, so the live-F1 rule and the training pool see them.
+drift against the production model like any batch; so do the rows of an unfinished file when the server stops. The
+labels /feedback received for logged rows since the last rotation go in at the same time as a labelled batch, so the
+live-F1 rule and the training pool see them.
 """
 from __future__ import annotations
 
@@ -38,13 +39,39 @@ class TrafficLog(ls.Logger):
         self.path: Optional[Path] = None
 
     def __setstate__(self, state: dict) -> None:
-        """Unpickled in the logger process LitServe spawns: from then on Ctrl-C is the main process's to handle."""
+        """Unpickled in the logger process LitServe spawns. From then on Ctrl-C is the main process's to handle, and
+        the rows not yet rotated go into the drop folder when the server stops: the main process queues "stop" (after
+        the rows already queued), and a SIGTERM sent to the server's whole process group (systemd, `docker stop` of
+        a container, tuneline's own stop) ends this process the same way."""
+        import signal
+
         from tasks.orchestration.signals import ignore_terminal_interrupt
 
         self.__dict__.update(state)
+        self.busy = self.stopping = False
         ignore_terminal_interrupt()
+        signal.signal(signal.SIGTERM, self.on_sigterm)
+
+    def on_sigterm(self, signum, frame) -> None:
+        if self.busy:  # in the middle of a row or a write: finish it first (process() stops after it)
+            self.stopping = True
+        else:  # waiting for the queue
+            self.stop()
+
+    def stop(self) -> None:
+        """Rotate what this rotation holds, then end the process (LitServe's loop lets SystemExit through)."""
+        if self.rows:
+            try:
+                self.rotate()
+            except Exception:
+                log.exception("traffic: %d rows not rotated at shutdown; %s keeps those written", len(self.rows),
+                              self.path)
+        raise SystemExit(0)
 
     def process(self, key: str, value: Any) -> None:
+        if key == "stop":
+            self.stop()
+        self.busy = True
         try:
             if key == "traffic":
                 self.append(value)
@@ -54,6 +81,10 @@ class TrafficLog(ls.Logger):
                 self.rotate()
         except Exception:  # a failing log never stops serving
             log.exception("traffic logging failed (%s)", key)
+        finally:
+            self.busy = False
+        if self.stopping:
+            self.stop()
 
     def due(self) -> bool:
         return bool(self.rows) and (len(self.rows) >= self.rotate_rows or
