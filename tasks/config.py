@@ -256,7 +256,9 @@ class ServeConfig(_Strict):
     host: Literal["127.0.0.1", "0.0.0.0", "::"] = Field(
         "127.0.0.1", description="127.0.0.1 = this machine only; another address needs TUNELINE_SERVE_TOKEN")
     port: int = Field(8000, ge=1024, le=65535)
-    workers: int = Field(1, ge=1, description="inference worker processes (each loads the model, each hot-swaps)")
+    workers: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = Field(
+        "auto", description="inference worker processes (each loads the model, each hot-swaps); auto = one per "
+                            "physical core on a CPU (at most 4), one per GPU")
     api_servers: Optional[int] = Field(None, ge=1, description="HTTP server processes; null = one per worker")
     max_batch_size: int = Field(16, ge=1, description="requests a worker groups into one model call")
     batch_timeout_ms: float = Field(10.0, ge=0, description="how long a worker waits to fill a batch")

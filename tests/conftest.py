@@ -87,6 +87,7 @@ def tiny_params(model_dir: Path, **sections) -> dict:
     params["train"].update(model=str(model_dir), epochs=1, batch_size=16, learning_rate=1e-3, num_threads=1)
     # A random tiny model loses to the TF-IDF baseline; tests of the baseline check turn it back on.
     params["promote"]["min_over_baseline"] = None
+    params["serve"]["workers"] = 1  # a model server's start loads the model once (tests run two at a time on 2 cores)
     for section, values in sections.items():
         params[section].update(values)
     return params

@@ -57,6 +57,13 @@ def test_bf16_predictions_match_fp32_on_a_trained_tiny_model(registry_project, m
     bf16 = bf16_predictor.predict(texts)
     assert list(bf16.rows) == list(fp32.rows)
     np.testing.assert_allclose(bf16.unit_probs, fp32.unit_probs, atol=1e-2)
+    # Its Linear weights are kept in bf16: exactly what autocast computes from the fp32 weights, without the casts.
+    assert {m.weight.dtype for m in bf16_predictor.model.modules() if type(m) is torch.nn.Linear} == {torch.bfloat16}
+    from_fp32 = Predictor(candidates["good"], precision="auto")
+    for module in from_fp32.model.modules():
+        if type(module) is torch.nn.Linear:
+            module.float()
+    np.testing.assert_array_equal(from_fp32.predict(texts).unit_probs, bf16.unit_probs)
 
 
 def test_threads_follow_physical_cores_not_smt_siblings():
@@ -66,3 +73,15 @@ def test_threads_follow_physical_cores_not_smt_siblings():
     assert engine_device.physical_cores(cpuinfo, allowed=set(range(8))) == 4
     assert engine_device.physical_cores(cpuinfo, allowed={0, 1, 2, 3}) == 2  # CPUs 0-3: socket 0's two cores
     assert engine_device.physical_cores("", allowed={0, 1, 2}) == 3  # no core ids: the logical count
+
+
+def test_model_server_workers_auto_is_one_per_physical_core_on_a_cpu_and_one_per_gpu(monkeypatch):
+    from tasks.serving import server
+
+    monkeypatch.setattr(engine_device, "pick_device", lambda: torch.device("cpu"))
+    for cores, workers in ((1, 1), (2, 2), (16, server.MAX_AUTO_WORKERS)):
+        monkeypatch.setattr(engine_device, "physical_cores", lambda: cores)
+        assert server.inference_workers("auto")[0] == workers
+    assert server.inference_workers(3) == (3, "serve.workers")  # as set, on any device
+    monkeypatch.setattr(engine_device, "pick_device", lambda: torch.device("cuda"))
+    assert server.inference_workers("auto") == (1, "auto: one per accelerator")
