@@ -298,12 +298,7 @@ def serve_model_cmd(project_dir: Path = PROJECT,
     /ready, /metrics, /docs. Hot-swaps on promotion, rollback and pull; logs its traffic for monitoring."""
     from tasks.serving import server
 
-    params = load_params(project_dir / "params.yaml")
-    workers, why = server.inference_workers(params.serve.workers)
-    say(f"model server for {project_dir.resolve() / 'models/production'} on "
-        f"http://{host or params.serve.host}:{port or params.serve.port}, {workers} inference worker"
-        f"{'s' if workers > 1 else ''} ({why}) (docs: /docs; Ctrl-C stops it)")
-    server.serve(project_dir, params, host, port, follow_remote)
+    server.serve(project_dir, load_params(project_dir / "params.yaml"), host, port, follow_remote, announce=say)
 
 
 @app.command("deploy")

@@ -168,4 +168,3 @@ def ignore_terminal_interrupt() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the process's main thread: nothing to set
         pass
-

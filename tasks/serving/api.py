@@ -29,9 +29,8 @@ class TunelineAPI(ls.LitAPI):
         import torch
 
         from tasks.engine.device import physical_cores
-        from tasks.serving.models import ProductionModel
-
         from tasks.orchestration.signals import ignore_terminal_interrupt
+        from tasks.serving.models import ProductionModel
 
         ignore_terminal_interrupt()  # a spawned worker: the main process stops it
         if str(device) == "cpu":  # the workers share the cores: oversubscribed threads make each one slower
@@ -101,4 +100,3 @@ def logged_prediction(answer: dict) -> str:
     if "score" in answer:
         return f"{answer['score']:.6g}"
     return " ".join(answer.get("tags", []))
-

@@ -17,7 +17,7 @@ import shutil
 import signal
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from tasks.config import ConfigError, Params
 from tasks.paths import ProjectPaths
@@ -58,8 +58,8 @@ def state_dir(paths: ProjectPaths, port: int) -> Path:
     return paths.root / ".tuneline/serve" / str(port)
 
 
-def build(paths: ProjectPaths, params: Params, host: str, port: int):
-    """The LitServer for this project's production model (nothing started yet)."""
+def build(paths: ProjectPaths, params: Params, host: str, port: int, workers: int):
+    """The LitServer for this project's production model, with `workers` inference workers (nothing started yet)."""
     import litserve as ls
 
     from tasks.files.weights import verify_weights
@@ -72,7 +72,6 @@ def build(paths: ProjectPaths, params: Params, host: str, port: int):
     from tasks.serving.traffic import TrafficLog
 
     cfg = params.serve
-    workers, _ = inference_workers(cfg.workers)
     token = require_token(host)
     registry = Registry.of_project(paths.root)
     if registry.production_version() is None:
@@ -151,11 +150,14 @@ def follow(paths: ProjectPaths, every_s: float, stop: threading.Event) -> None:
 
 
 def serve(project_dir: Path, params: Params, host: Optional[str] = None, port: Optional[int] = None,
-          follow_remote: Optional[float] = None) -> None:
-    """Run the model server until Ctrl-C or SIGTERM (both stop it gracefully)."""
+          follow_remote: Optional[float] = None, announce: Callable[[str], None] = print) -> None:
+    """Run the model server until Ctrl-C or SIGTERM (both stop it gracefully); `announce` gets the start line."""
     paths = ProjectPaths(Path(project_dir).resolve())
     host, port = host or params.serve.host, port or params.serve.port
-    server = build(paths, params, host, port)
+    workers, why = inference_workers(params.serve.workers)
+    announce(f"model server for {paths.production} on http://{host}:{port}, {workers} inference worker"
+             f"{'s' if workers > 1 else ''} ({why}) (docs: /docs; Ctrl-C stops it)")
+    server = build(paths, params, host, port, workers)
     stop = threading.Event()
     threading.Thread(target=tick, args=(server, 5.0, stop), daemon=True, name="tuneline-traffic-tick").start()
     if follow_remote:
