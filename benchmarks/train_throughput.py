@@ -14,8 +14,9 @@ Prints samples/s, tokens/s, MFU (when --peak-tflops is given) and the ratio; for
 installed (copy the MiniLM folder and a CSV there).
 HF Trainer runs as its docs recommend for speed: bf16 where the device runs it natively (a CUDA GPU that supports it,
 or a CPU with avx512_bf16 or AMX: `bf16=True, use_cpu=True`), fused AdamW (CUDA and CPU), dynamic padding
-(DataCollatorWithPadding), no logging/saving. tuneline runs with train.precision (default auto: the same rule).
-Both sides' precision is printed.
+(DataCollatorWithPadding), no logging/saving. It runs twice: with its default random sampler, and grouped by length
+(`train_sampling_strategy="group_by_length"`, the Trainer's own way to pad less), so the ratio is shown against
+both. tuneline runs with train.precision (default auto: the same rule). Both sides' precision is printed.
 Imports only torch/transformers/numpy/pandas/sklearn, so it runs on a bare GPU box.
 """
 from __future__ import annotations
@@ -84,7 +85,7 @@ def hf_uses_bf16() -> bool:
     return bool(cpu_flags() & set(CPU_BF16_FLAGS))
 
 
-def run_hf_trainer(path: str, enc: dict, labels: list[int], bs: int, lr: float, epochs: int) -> float:
+def run_hf_trainer(path: str, enc: dict, labels: list[int], bs: int, lr: float, epochs: int, grouped: bool) -> float:
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
@@ -94,7 +95,8 @@ def run_hf_trainer(path: str, enc: dict, labels: list[int], bs: int, lr: float, 
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=bs, num_train_epochs=epochs,
                              learning_rate=lr, bf16=hf_uses_bf16(),
                              optim="adamw_torch_fused", report_to=[], save_strategy="no",
-                             logging_strategy="no", disable_tqdm=True, use_cpu=not cuda, dataloader_num_workers=0)
+                             logging_strategy="no", disable_tqdm=True, use_cpu=not cuda, dataloader_num_workers=0,
+                             train_sampling_strategy="group_by_length" if grouped else "random")
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tokenizer))
     start = time.perf_counter()
     trainer.train()
@@ -162,17 +164,16 @@ def main() -> None:
         enc = AutoTokenizer.from_pretrained(path)(texts, truncation=True, max_length=args.max_length)
         tokens = sum(len(x) for x in enc["input_ids"])
         params = n_params(path)
-        hf_sps = None if args.skip_hf else run_hf_trainer(path, enc, labels, args.hf_batch_size, args.lr,
-                                                          args.epochs)
+        hf = {} if args.skip_hf else {runner: run_hf_trainer(path, enc, labels, args.hf_batch_size, args.lr,
+                                                             args.epochs, grouped=runner == "hf grouped")
+                                      for runner in ("hf", "hf grouped")}
         tl_sps, per_epoch, tl_batch, tl_precision = run_tuneline(path, enc, labels, args.batch_size, args.lr,
                                                                  args.epochs, args.compile, args.compile_mode,
                                                                  args.precision)
         hf_precision = "bf16" if hf_uses_bf16() else "fp32"
         name = Path(kind).name[:10]
-        for runner, sps, epochs, batch, precision in (("hf", hf_sps, [], args.hf_batch_size, hf_precision),
-                                                      ("tuneline", tl_sps, per_epoch, tl_batch, tl_precision)):
-            if sps is None:
-                continue
+        rows = [(runner, sps, [], args.hf_batch_size, hf_precision) for runner, sps in hf.items()]
+        for runner, sps, epochs, batch, precision in rows + [("tuneline", tl_sps, per_epoch, tl_batch, tl_precision)]:
             tps = sps * tokens / len(labels)  # real (unpadded) tokens per second, the same count for both
             mfu = 6 * params * tps / (args.peak_tflops * 1e12) if args.peak_tflops else None
             shown = "n/a" if mfu is None else f"{mfu:.1%}"
@@ -185,8 +186,9 @@ def main() -> None:
             steady = sum(per_epoch[1:]) / len(per_epoch[1:])
             print(f"{name:10s} tuneline warm-up epoch {per_epoch[0]:.1f} samples/s, steady state (epochs 2+) "
                   f"{steady:.1f} samples/s")
-        if hf_sps:
-            print(f"{name:10s} ratio tuneline / HF Trainer: {tl_sps / hf_sps:.2f}x")
+        for runner, sps in hf.items():
+            against = "HF Trainer" + (" grouped by length" if runner == "hf grouped" else "")
+            print(f"{name:10s} ratio tuneline / {against}: {tl_sps / sps:.2f}x")
     if args.compile:
         from torch._dynamo.utils import counters
 
