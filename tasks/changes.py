@@ -117,7 +117,7 @@ def follow_remote(project_dir: str | Path, location=None) -> list[str]:
 
     paths = ProjectPaths(Path(project_dir).resolve())
     location = location or storage.remote_location(paths.root)
-    if not storage.registry_head_moved(paths.root, location):
+    if storage.new_registry_head(paths.root, location) is None:
         return []
     with project_lock(paths.root, lock_timeout(paths.root)):
         adopted = storage.adopt_registry_head(paths.root, location)

@@ -90,20 +90,23 @@ def remote_registry_head(location) -> Optional[bytes]:
     return fs.cat_file(head) if fs.exists(head) else None
 
 
-def registry_head_moved(project_dir: str | Path, location) -> bool:
-    """Whether the remote's registry pointer differs from this clone's: one small read, no `dvc` process."""
+def new_registry_head(project_dir: str | Path, location) -> Optional[bytes]:
+    """The remote's registry pointer when it differs from this clone's (one small read, no `dvc` process); None when
+    the remote has none yet or this clone has it already. `location`: remote_location()."""
     wanted = remote_registry_head(location)
     pointer = Path(project_dir) / REGISTRY_POINTER
-    return wanted is not None and not (pointer.exists() and pointer.read_bytes() == wanted)
+    if wanted is None or (pointer.exists() and pointer.read_bytes() == wanted):
+        return None
+    return wanted
 
 
 def adopt_registry_head(project_dir: str | Path, location=None) -> Optional[str]:
     """The remote's registry pointer, when it differs from this clone's: written here and its files pulled. Returns
     what was done, or None when there is no remote head or this clone has it already."""
-    wanted = remote_registry_head(location or remote_location(project_dir))
-    pointer = Path(project_dir) / REGISTRY_POINTER
-    if wanted is None or (pointer.exists() and pointer.read_bytes() == wanted):
+    wanted = new_registry_head(project_dir, location or remote_location(project_dir))
+    if wanted is None:
         return None
+    pointer = Path(project_dir) / REGISTRY_POINTER
     pointer.write_bytes(wanted)
     run_dvc(["pull", REGISTRY_POINTER], Path(project_dir).resolve(), capture=True)
     return redact(f"registry: took the version the remote's last push recorded ({REGISTRY_HEAD})")
