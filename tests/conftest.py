@@ -135,7 +135,9 @@ def prefect_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     url = serving.api_url(port)
-    env = tool_env(**serving.server_env(url, home))
+    # A `serve` process looks for runs to start every PREFECT_RUNNER_POLL_FREQUENCY seconds (10 by default): each
+    # deployment run a test starts waited 5 s on average for that, and nothing else.
+    env = tool_env(**serving.server_env(url, home), PREFECT_RUNNER_POLL_FREQUENCY="2")
     server = serving.start_server(port, home / "server.log", env)
     try:
         serving.wait_healthy(url, timeout=240, proc=server)
