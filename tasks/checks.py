@@ -14,7 +14,7 @@ import pandas as pd
 
 from tasks.config import DataConfig, ValidateConfig
 from tasks.kinds import get_kind
-from tasks.kinds.base import ROW, Kind
+from tasks.kinds.base import ROW, Kind, TokenBudget
 
 
 class ValidationFailed(ValueError):
@@ -89,7 +89,7 @@ def _require_columns(df: pd.DataFrame, kind: Kind, data_cfg: DataConfig, source:
 
 def check(df: pd.DataFrame, data_cfg: DataConfig, cfg: ValidateConfig, source: str,
           known_labels: Optional[Iterable[str]] = None, labelled: bool = True, require_classes: bool = True,
-          kind: Kind | str = "text-classification") -> Outcome:
+          kind: Kind | str = "text-classification", budget: Optional[TokenBudget] = None) -> Outcome:
     """Pure check of one dataset or batch. known_labels: the allowed label set (a batch: the training labels).
 
     require_classes: a training set needs its kind's minimum of classes; a batch of new data may hold one.
@@ -101,7 +101,7 @@ def check(df: pd.DataFrame, data_cfg: DataConfig, cfg: ValidateConfig, source: s
     rows = df[ROW] if ROW in df.columns else pd.Series(range(1, len(df) + 1), index=df.index)
     allowed = set(known_labels) if known_labels is not None else (set(cfg.labels) if cfg.labels else None)
     marker = RuleMarker(df.index, rows)
-    flags = kind.row_rules(df, data_cfg, cfg, allowed, labelled, marker)
+    flags = kind.row_rules(df, data_cfg, cfg, allowed, labelled, marker, budget)
 
     quarantined = ~marker.live
     report = ValidationReport(source=source, rows_in=len(df))

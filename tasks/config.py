@@ -32,6 +32,7 @@ KINDS = {
     "token-classification": "tasks.kinds.token:TokenKind",
     "image-classification": "tasks.kinds.image:ImageKind",
     "text-regression": "tasks.kinds.text_regression:TextRegressionKind",
+    "text-generation": "tasks.kinds.generation:TextGenerationKind",
 }
 KIND_NAMES = tuple(KINDS)
 Kind = Literal[KIND_NAMES]
@@ -40,6 +41,30 @@ Kind = Literal[KIND_NAMES]
 class TaskConfig(_Strict):
     kind: Kind = Field("text-classification", description="what is learned (transformers' pipeline task names, and "
                                                           "text-regression: a number per text)")
+
+
+# What `auto` means for the settings whose good value depends on the task kind (the value for every other kind).
+# A causal LM is fine-tuned with LoRA on a CPU (a full step on 135M parameters costs minutes); its rows are a prompt
+# and an answer in a chat template, four times a tweet's tokens; each profiled reference row is a generation.
+KIND_AUTO = {
+    "train.strategy": ("full", {"text-generation": "lora"}),
+    "preprocess.max_length": (64, {"text-generation": 256}),
+    "preprocess.max_train_samples": (3000, {"text-generation": 320}),
+    "preprocess.max_test_samples": (None, {"text-generation": 150}),  # two generation passes: model and base
+    "train.max_epochs": (None, {"text-generation": 2}),
+    "monitor.reference_rows": (1000, {"text-generation": 200}),
+}
+# Settings a kind cannot use: (setting, value) -> why.
+KIND_REFUSES = {
+    "text-generation": {("train.strategy", "head"): "a causal LM has no new head to train alone (its output layer is "
+                                                    "the pre-trained one, tied to the embeddings); use lora, full or "
+                                                    "gradual"},
+}
+
+
+def kind_auto(kind: str, key: str):
+    default, per_kind = KIND_AUTO[key]
+    return per_kind.get(kind, default)
 
 
 class DataConfig(_Strict):
@@ -51,6 +76,11 @@ class DataConfig(_Strict):
     max_rows: Optional[int] = Field(None, ge=1, description="files with more rows are refused; null = no limit")
     text_column: str = "text"
     label_column: str = "sentiment"
+    prompt_column: str = Field("prompt", description="text-generation: the column of prompts (a user turn each)")
+    response_column: str = Field("response", description="text-generation: the column of reference answers")
+    messages_column: str = Field(
+        "messages", description="text-generation: a column of chat turns ([{role, content}, ...], the last one the "
+                                "assistant's answer); used instead of prompt/response when the file has it")
     tokens_column: str = Field("tokens", description="token-classification: the column of word lists")
     tags_column: str = Field("tags", description="token-classification: the column of BIO tag lists")
     image_column: str = Field("image", description="image-classification: the column of image paths (CSV/Parquet), "
@@ -96,10 +126,14 @@ class PreprocessConfig(_Strict):
     seed: int = 42
     val_size: float = Field(0.1, gt=0, lt=1)
     test_size: float = Field(0.2, gt=0, lt=1)
-    max_train_samples: Optional[int] = Field(None, ge=1)
+    max_train_samples: Union[Literal["auto"], None, Annotated[int, Field(ge=1)]] = Field(
+        None, description="a stratified cap on training rows; auto = 3000 (text-generation: 320); null = all")
     max_val_samples: Optional[int] = Field(None, ge=1)
-    max_test_samples: Optional[int] = Field(None, ge=1)
-    max_length: int = Field(64, ge=8, description="text and token kinds: tokens; longer inputs are truncated")
+    max_test_samples: Union[Literal["auto"], None, Annotated[int, Field(ge=1)]] = Field(
+        None, description="a stratified cap on test rows; auto = null (text-generation: 150); null = all")
+    max_length: Union[Literal["auto"], Annotated[int, Field(ge=8)]] = Field(
+        64, description="text, token and generation kinds: tokens (generation: prompt + answer); longer inputs are "
+                        "truncated; auto = 64 (text-generation: 256)")
     image_size: Optional[int] = Field(
         None, ge=8, description="image-classification: square side the model sees (pixels); null = the model's own "
                                 "image processor's size")
@@ -123,8 +157,9 @@ class LoraConfig(_Strict):
 
 class TrainConfig(_Strict):
     model: str = Field("default", description="'default' = packaged MiniLM-L6; else an HF model id or a local directory")
-    strategy: Literal["full", "head", "gradual", "lora"] = Field(
-        "full", description="full fine-tuning | head only (base frozen) | gradual unfreezing top-down | LoRA adapters")
+    strategy: Literal["auto", "full", "head", "gradual", "lora"] = Field(
+        "full", description="full fine-tuning | head only (base frozen) | gradual unfreezing top-down | LoRA adapters; "
+                            "auto = full (text-generation: lora)")
     lora: LoraConfig = LoraConfig()
     blocks: Optional[str] = Field(
         None, description="dotted path of the model's list of blocks (e.g. transformer.h) where tuneline cannot find "
@@ -146,11 +181,12 @@ class TrainConfig(_Strict):
     epochs: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = Field(
         "auto", description="epochs to train (early stopping may end sooner); auto = up to max_epochs (default "
                             f"{AUTO_MAX_EPOCHS}), ended by early stopping on validation")
-    max_epochs: Optional[int] = Field(
-        None, ge=1, description="an epoch budget that replaces `epochs`: set it generously and early stopping on "
-                                f"validation ends the run; null = train.epochs ({AUTO_MAX_EPOCHS} with epochs auto)")
+    max_epochs: Union[Literal["auto"], None, Annotated[int, Field(ge=1)]] = Field(
+        None, description="an epoch budget that replaces `epochs`: set it generously and early stopping on "
+                                f"validation ends the run; null = train.epochs ({AUTO_MAX_EPOCHS} with epochs auto); "
+                                "auto = null (text-generation: 2)")
     batch_size: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = Field(
-        "auto", description="rows per step; auto = 32 on CPU, a token budget on CUDA with the learning rate scaled by "
+        "auto", description="rows per step; auto = 32 on CPU (text-generation: 8), a token budget on CUDA with the learning rate scaled by "
                             "sqrt(batch/32) (tasks/engine/sizing.py)")
     learning_rate: Union[Literal["auto"], Annotated[float, Field(gt=0)]] = Field(
         "auto", description="for a batch of 32 rows (scaled when batch_size auto picks more); auto = measured rates "
@@ -179,6 +215,8 @@ class TrainConfig(_Strict):
 
     @property
     def epoch_budget(self) -> int:
+        if self.max_epochs == "auto":
+            raise ValueError("train.max_epochs auto: resolve it with the task kind first (Params resolves it)")
         return self.max_epochs or (AUTO_MAX_EPOCHS if self.epochs == "auto" else self.epochs)
 
     @model_validator(mode="after")
@@ -186,6 +224,17 @@ class TrainConfig(_Strict):
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov needs optimizer sgd with momentum > 0")
         return self
+
+
+class GenerateConfig(_Strict):
+    """text-generation: how answers are generated (saved with the model as its generation_config, so `tuneline
+    predict`, evaluate, the model server and `transformers.pipeline` generate alike)."""
+    max_new_tokens: int = Field(64, ge=1, le=4096, description="new tokens per answer at most")
+    stop_strings: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        [], description="generation ends after any of these texts (the model's end-of-turn token always ends it)")
+    do_sample: bool = Field(False, description="false = greedy (deterministic); true = sample with temperature/top_p")
+    temperature: float = Field(1.0, gt=0, le=5, description="do_sample: softmax temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="do_sample: nucleus sampling's probability mass")
 
 
 class InferenceConfig(_Strict):
@@ -203,7 +252,8 @@ class EvaluateConfig(_Strict):
 
 
 class PromoteConfig(_Strict):
-    metric: Literal["auto", "macro_f1", "weighted_f1", "accuracy", "rmse", "mae", "r2", "spearman"] = Field(
+    metric: Literal["auto", "macro_f1", "weighted_f1", "accuracy", "rmse", "mae", "r2", "spearman", "answer_f1",
+                    "exact_match", "chrf", "rouge_l"] = Field(
         "auto", description="the gate's metric; auto = the kind's headline (macro_f1; rmse for regression, where "
                             "lower is better and the gate compares that way)")
     min_delta: float = Field(0.0, description="the candidate must beat production by at least this much")
@@ -216,7 +266,8 @@ class PromoteConfig(_Strict):
 
 
 class MonitorConfig(_Strict):
-    reference_rows: int = Field(1000, ge=50, description="training rows profiled for drift (reference stage)")
+    reference_rows: Union[Literal["auto"], Annotated[int, Field(ge=50)]] = Field(
+        1000, description="training rows profiled for drift (reference stage); auto = 1000 (text-generation: 200)")
     max_rows: int = Field(2000, ge=50, description="batch rows sampled for the drift check (text classifier, model)")
     text_drift_auc: float = Field(0.55, gt=0.5, lt=1, description="text drift when the domain classifier's AUC exceeds")
     drift_share: float = Field(0.5, gt=0, le=1, description="retrain when this share of checked columns drifted")
@@ -300,6 +351,7 @@ class Params(_Strict):
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    generate: GenerateConfig = GenerateConfig()
     inference: InferenceConfig = InferenceConfig()
     promote: PromoteConfig = PromoteConfig()
     monitor: MonitorConfig = MonitorConfig()
@@ -309,6 +361,20 @@ class Params(_Strict):
     serve: ServeConfig = ServeConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _resolve_kind_settings(self) -> "Params":
+        """`auto` settings take the task kind's value (KIND_AUTO); settings the kind cannot use are refused."""
+        kind = self.task.kind
+        for key in KIND_AUTO:
+            section, field = key.split(".")
+            if getattr(getattr(self, section), field) == "auto":
+                setattr(getattr(self, section), field, kind_auto(kind, key))
+        for (key, value), why in KIND_REFUSES.get(kind, {}).items():
+            section, field = key.split(".")
+            if getattr(getattr(self, section), field) == value:
+                raise ValueError(f"{key} {value}: {kind}: {why}")
+        return self
 
     @model_validator(mode="after")
     def _override_keys_exist(self) -> "Params":
@@ -343,6 +409,9 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         for err in exc.errors():
             key = _key_of(err["loc"])
             reason = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            if key == "<root>" and err["type"] == "value_error":  # a rule across sections: its message names the key
+                lines.append(f"{source}: {reason.removeprefix('Value error, ')}")
+                continue
             lines.append(f"{source}: {key}: {reason}")
         raise ConfigError("invalid params:\n  " + "\n  ".join(lines)) from None
 

@@ -5,13 +5,15 @@ early stopping and the sweep compare through `better`, so no room assumes that a
 """
 from __future__ import annotations
 
-LOWER_IS_BETTER = frozenset({"rmse", "mae", "mse", "loss", "expected_calibration_error"})
-DISPLAY = {"macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "entity_f1": "entity-F1", "accuracy": "accuracy",
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "mse", "loss", "eval_loss", "perplexity", "expected_calibration_error"})
+DISPLAY = {"answer_f1": "answer-F1", "exact_match": "exact match", "chrf": "chrF", "rouge_l": "ROUGE-L",
+           "macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "entity_f1": "entity-F1", "accuracy": "accuracy",
            "rmse": "RMSE", "mae": "MAE", "r2": "R²", "spearman": "Spearman"}
 
 
 # The headline columns a report shows, in this order, where the scores have them (classifiers; regressions).
-SCORE_COLUMNS = ("accuracy", "macro_f1", "weighted_f1", "rmse", "mae", "r2", "spearman")
+SCORE_COLUMNS = ("accuracy", "macro_f1", "weighted_f1", "rmse", "mae", "r2", "spearman", "answer_f1", "exact_match",
+                 "chrf", "rouge_l")
 
 
 def shown(scores: dict) -> list[str]:

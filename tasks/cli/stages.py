@@ -41,12 +41,13 @@ def validate_cmd(input: Path = typer.Option(...), output: Path = typer.Option(..
                  quarantine: Path = typer.Option(..., help="CSV of rejected rows: row, rule, detail, text, label"),
                  report: Path = typer.Option(...), params: Path = PARAMS):
     from tasks.kinds import get_kind
+    from tasks.kinds.base import TokenBudget
     from tasks.stages import validate
 
     cfg = load_params(params)
     kind = get_kind(cfg.task.kind)
     r = validate.run(cfg.data, cfg.validate_, input, output, quarantine, report, source=kind.source_label(cfg.data),
-                     kind=kind)
+                     kind=kind, budget=TokenBudget(cfg.train.model, cfg.preprocess.max_length))
     say(f"validate: {r.rows_in} rows in, {r.rows_accepted} accepted, {r.rows_quarantined} quarantined "
         f"{r.quarantined_by_rule} (see {quarantine}); flags {r.encoding_flags or r.kind_flags}; classes {r.class_counts}")
 
@@ -88,7 +89,7 @@ def train_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Optio
     stop = StopRequest()
     try:
         r = train.run(cfg, input_dir, model_dir, metrics_dir, checkpoint_dir, kind=params_.task.kind,
-                      stop_requested=stop.requested)
+                      stop_requested=stop.requested, generation=params_.generate)
     except TrainingStopped as stopped:
         say(f"train: {stopped} ({NAMES.get(stop.signum, 'a signal')}); the next run resumes from there")
         raise typer.Exit(128 + stop.signum)
@@ -110,7 +111,8 @@ def evaluate_cmd(input_dir: Path = typer.Option(...), model_dir: Path = typer.Op
 
     cfg = load_params(params)
     m = evaluate.run(cfg.evaluate, input_dir, model_dir, metrics, plots_dir, seed=cfg.train.seed,
-                     base_model=cfg.train.model, kind=cfg.task.kind, precision=cfg.inference.precision)
+                     base_model=cfg.train.model, kind=cfg.task.kind, precision=cfg.inference.precision,
+                     generation=cfg.generate)
     baseline = baseline_of(m)
     headline = m["headline"]
     say(f"evaluate: model {metric_name(headline)} {m['model'][headline]:.4f}, baseline ({baseline.description}) "

@@ -121,7 +121,8 @@ def configure_cpu_threads(cfg: TrainConfig, world: int) -> None:
 
 def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_path: Optional[Path] = None,
         on_step_end: Optional[StepCallback] = None, stop_requested: Optional[Callable[[], bool]] = None,
-        allow_bf16: bool = True, objective: str = "classification") -> tuple[dict, TrainResult]:
+        allow_bf16: bool = True, objective: str = "classification",
+        cpu_batch_size: int = sizing.REFERENCE_BATCH) -> tuple[dict, TrainResult]:
     """Train in place; returns the best state dict (by the validation score) and the run summary.
 
     `validate(model, batch_size, device)` scores the validation split as the task kind defines it and returns at least
@@ -141,7 +142,7 @@ def fit(model, train: Split, validate: Validator, cfg: TrainConfig, checkpoint_p
     if cfg.learning_rate == "auto":  # stage train resolves it (rates.py needs the task kind)
         raise ValueError("fit() needs a learning rate: resolve train.learning_rate auto with rates.choose_rate")
     sized = sizing.choose(cfg.batch_size, cfg.learning_rate, device.type, len(train), longest_row(train), world,
-                          linear=cfg.optimizer == "sgd")
+                          linear=cfg.optimizer == "sgd", cpu_rows=cpu_batch_size)
     if cfg.batch_size == "auto" and device.type != "cpu" and rank == 0:
         print(f"train: batch size {sized.reason}", flush=True)
     cfg = cfg.model_copy(update={"batch_size": sized.batch_size, "learning_rate": sized.learning_rate})

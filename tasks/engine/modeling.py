@@ -8,6 +8,7 @@ Imports only torch/transformers (peft where LoRA is used), so the trainer runs o
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Optional
@@ -91,6 +92,8 @@ def save_classifier(model, processor, out: str | Path, base_model: str, merge_lo
     if is_peft(model):
         model.save_pretrained(out)  # adapter_config.json + adapter_model.safetensors (adapters and the head)
         model.base_model.model.config.save_pretrained(out)  # the label set, for loading
+        if model.get_base_model().can_generate():  # a generator's settings travel with its adapter
+            model.get_base_model().generation_config.save_pretrained(out)
         (out / LORA_META).write_text(json.dumps({"base_model": base_model}) + "\n", encoding="utf-8")
     else:
         model.save_pretrained(out)
@@ -110,4 +113,29 @@ def load_classifier(model_dir: str | Path, auto_class: str = SEQUENCE):
     config = AutoConfig.from_pretrained(model_dir)
     model = auto_model(auto_class).from_pretrained(base, config=config, dtype=torch.float32,
                                                    ignore_mismatched_sizes=True)
-    return PeftModel.from_pretrained(model, model_dir).merge_and_unload().eval()
+    merged = PeftModel.from_pretrained(model, model_dir).merge_and_unload().eval()
+    if (model_dir / "generation_config.json").exists():
+        from transformers import GenerationConfig
+
+        merged.generation_config = GenerationConfig.from_pretrained(model_dir)
+    return merged
+
+
+def generation_config_for(model, tokenizer, settings=None):
+    """The model's generation settings (its own generation_config, with train's `generate:` section over it): ends
+    at the tokenizer's end-of-text/end-of-turn token, pads with its pad token. Saved with the model, so tuneline and
+    `transformers.pipeline("text-generation")` generate alike."""
+    config = copy.deepcopy(model.generation_config)
+    eos = {tokenizer.eos_token_id} | ({config.eos_token_id} if isinstance(config.eos_token_id, int) else
+                                      set(config.eos_token_id or []))
+    config.eos_token_id = sorted(e for e in eos if e is not None)
+    config.pad_token_id = tokenizer.pad_token_id
+    config.bos_token_id = config.bos_token_id if config.bos_token_id is not None else tokenizer.bos_token_id
+    if settings is not None:
+        config.max_new_tokens, config.do_sample = settings.max_new_tokens, settings.do_sample
+        config.stop_strings = list(settings.stop_strings) or None
+        config.temperature, config.top_p = settings.temperature, settings.top_p
+    config.max_length = None  # max_new_tokens is the limit (a saved max_length would warn on every call)
+    if not config.do_sample:  # greedy: sampling knobs would only warn
+        config.temperature, config.top_p, config.top_k = None, None, None
+    return config

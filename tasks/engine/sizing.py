@@ -35,13 +35,16 @@ class Sizing:
 
 
 def choose(batch_size: Union[int, str], learning_rate: float, device_type: str, rows: int,
-           longest_row: Optional[int], world: int = 1, linear: bool = False) -> Sizing:
+           longest_row: Optional[int], world: int = 1, linear: bool = False,
+           cpu_rows: int = REFERENCE_BATCH) -> Sizing:
     """The batch size and learning rate a run uses (see the module doc). `rows`: training rows in all; `longest_row`:
-    the split's longest row in tokens, or None for splits without lengths (images)."""
+    the split's longest row in tokens, or None for splits without lengths (images). `cpu_rows`: the kind's CPU batch
+    (32; a causal LM's prompt-and-answer rows are long enough that 8 rows already keep a CPU busy), whose rate is
+    the kind's rate as measured for it, unscaled."""
     if batch_size != "auto":
         return Sizing(int(batch_size), learning_rate, "train.batch_size")
     if device_type != "cuda":
-        return Sizing(REFERENCE_BATCH, learning_rate, f"auto on {device_type}: {REFERENCE_BATCH}")
+        return Sizing(cpu_rows, learning_rate, f"auto on {device_type}: {cpu_rows}")
     by_tokens = TOKENS_PER_BATCH // max(1, longest_row) if longest_row else ROWS_WITHOUT_LENGTHS
     by_steps = rows // (max(1, world) * MIN_STEPS_PER_EPOCH)
     chosen = max(REFERENCE_BATCH, min(by_tokens, by_steps, MAX_ROWS) // 8 * 8)

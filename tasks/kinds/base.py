@@ -30,7 +30,7 @@ from tasks.scoring import higher_is_better
 if TYPE_CHECKING:  # typing only: the seam itself imports no torch, transformers or checks code
     import torch
 
-    from tasks.config import DataConfig, EvaluateConfig, PreprocessConfig, TrainConfig, ValidateConfig
+    from tasks.config import DataConfig, EvaluateConfig, GenerateConfig, PreprocessConfig, TrainConfig, ValidateConfig
     from tasks.kinds.diagnostics import Diagnostics
     from tasks.engine.splits import Split
 
@@ -49,6 +49,14 @@ class BadInput(ValueError):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """What a row must fit into, for the rules that count tokens (a generation prompt must leave room for its
+    answer): the model whose tokenizer counts (train.model) and preprocess.max_length."""
+    model: str
+    max_length: int
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,7 @@ class Predicted:
     unit_rows: np.ndarray  # which input row each unit belongs to
     embeddings: Optional[np.ndarray] = None
     unit_words: Optional[np.ndarray] = None  # token classification: which word of its row each unit is
+    extras: Optional[dict] = None  # per-row figures a kind adds (generation: finish reasons, answer tokens, NLLs)
 
 
 class Kind(ABC):
@@ -103,7 +112,8 @@ class Kind(ABC):
     baseline_description: ClassVar[str]       # the baseline in words
     encoded_columns: ClassVar[tuple[str, ...]]  # model-ready columns a processor made (dropped to re-encode)
     bf16_ok: ClassVar[bool] = True            # precision auto may pick bf16 (False where bf16 was measured to hurt)
-    objective: ClassVar[str] = "classification"  # or "regression": which losses fit (train.loss)
+    objective: ClassVar[str] = "classification"  # or "regression" / "generation": which losses fit (train.loss)
+    cpu_batch_size: ClassVar[int] = 32        # train.batch_size auto on a CPU (sizing.py)
     problem_type: ClassVar[Optional[str]] = None  # transformers' config.problem_type ("regression": no softmax)
     val_metrics: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy")  # per epoch; early stopping follows the first
     headline: ClassVar[str] = "macro_f1"      # the metric the gate, monitoring and the registry compare by default
@@ -128,8 +138,9 @@ class Kind(ABC):
 
     @abstractmethod
     def row_rules(self, df: pd.DataFrame, data_cfg: DataConfig, cfg: ValidateConfig, allowed: Optional[set[str]],
-                  labelled: bool, mark: RowMarker) -> dict:
-        """Mark rows that break a kind rule (first rule wins); returns report extras (counts of flags)."""
+                  labelled: bool, mark: RowMarker, budget: Optional[TokenBudget] = None) -> dict:
+        """Mark rows that break a kind rule (first rule wins); returns report extras (counts of flags). `budget`:
+        the tokenizer and length the rows must fit (rules that count tokens; None: skip them)."""
 
     @abstractmethod
     def clean(self, accepted: pd.DataFrame, labelled: bool) -> pd.DataFrame:
@@ -193,6 +204,11 @@ class Kind(ABC):
               max_length: Optional[int] = None) -> Split:
         """The engine's view of processed rows (or raw rows, encoded here for inference)."""
 
+    def validation(self, frame: pd.DataFrame, processor: Any, labels: list[str]):
+        """What the training loop calls after each epoch (see `validator`): by default the kind's own scores on the
+        validation split's predictions; a kind whose predictions are costly (generation) scores its loss instead."""
+        return validator(self, frame, processor, labels)
+
     @abstractmethod
     def truth(self, frame: pd.DataFrame) -> np.ndarray:
         """Per row, the gold label names (a name, or a list of tags)."""
@@ -221,8 +237,9 @@ class Kind(ABC):
 
     @abstractmethod
     def baseline(self, train: pd.DataFrame, test: pd.DataFrame, labels: list[str], cfg: EvaluateConfig, seed: int,
-                 base_model: str) -> np.ndarray:
-        """Per test row, the baseline's predicted label names."""
+                 base_model: str, generation: Optional[GenerateConfig] = None) -> np.ndarray:
+        """Per test row, the baseline's predictions (label names; a generation kind's answers, made with
+        `generation`, the candidate's settings)."""
 
     @abstractmethod
     def read_predict_input(self, path: Path, column: Optional[str]) -> pd.DataFrame:

@@ -204,7 +204,7 @@ class ImageKind(RowLabelKind):
     def required_columns(self, cfg, labelled: bool) -> list[RequiredColumn]:
         return input_and_label(cfg, labelled, (PATH, "image_column"), (LABEL, "label_column"))
 
-    def row_rules(self, df, data_cfg, cfg, allowed, labelled, mark) -> dict:
+    def row_rules(self, df, data_cfg, cfg, allowed, labelled, mark, budget=None) -> dict:
         where = " (" + df[PATH].astype(str) + ")"
         for rule in READ_RULES:  # refused before a byte was read: outside the folder, not a file, too large
             mark(df[READ_RULE] == rule, rule, df[READ_DETAIL] + where)
@@ -303,7 +303,7 @@ class ImageKind(RowLabelKind):
                             height=[inspect(b, 1)[4] for b in frame[IMAGE]])
 
     # --- evaluation --------------------------------------------------------------------------------------------
-    def baseline(self, train, test, labels, cfg, seed, base_model) -> np.ndarray:
+    def baseline(self, train, test, labels, cfg, seed, base_model, generation=None) -> np.ndarray:
         """Logistic regression on the frozen pre-trained backbone's pooled features (centre crops)."""
         import torch
         from sklearn.linear_model import LogisticRegression

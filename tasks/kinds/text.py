@@ -89,7 +89,7 @@ class TextKind(RowLabelKind):
     def required_columns(self, cfg, labelled: bool) -> list[RequiredColumn]:
         return input_and_label(cfg, labelled, (TEXT, "text_column"), (LABEL, "label_column"))
 
-    def row_rules(self, df, data_cfg, cfg, allowed, labelled, mark) -> dict:
+    def row_rules(self, df, data_cfg, cfg, allowed, labelled, mark, budget=None) -> dict:
         text = df[TEXT].astype("string").fillna("")
         stripped = text.str.strip()
         undecodable, mojibake = quality.undecodable(text), quality.mojibake(text)
@@ -154,7 +154,7 @@ class TextKind(RowLabelKind):
         return TokenizedSplit(ids, np.zeros(len(ids), dtype=np.int64), np.array([len(x) for x in ids]), pad_id)
 
     # --- evaluation --------------------------------------------------------------------------------------------
-    def baseline(self, train, test, labels, cfg, seed, base_model) -> np.ndarray:
+    def baseline(self, train, test, labels, cfg, seed, base_model, generation=None) -> np.ndarray:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline

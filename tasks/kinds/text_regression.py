@@ -154,7 +154,7 @@ class TextRegressionKind(TextKind):
 
         return regression(self.truth(test), np.asarray(predicted.rows, dtype=float))
 
-    def baseline(self, train, test, labels, cfg, seed, base_model) -> np.ndarray:
+    def baseline(self, train, test, labels, cfg, seed, base_model, generation=None) -> np.ndarray:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import Ridge
         from sklearn.pipeline import make_pipeline

@@ -158,7 +158,7 @@ class TokenKind(Kind):
     def required_columns(self, cfg, labelled: bool) -> list[RequiredColumn]:
         return input_and_label(cfg, labelled, (TOKENS, "tokens_column"), (TAGS, "tags_column"))
 
-    def row_rules(self, df, data_cfg, cfg, allowed, labelled, mark) -> dict:
+    def row_rules(self, df, data_cfg, cfg, allowed, labelled, mark, budget=None) -> dict:
         tokens = df[TOKENS].map(lambda t: [str(x) for x in t if x is not None and str(x).strip()])
         where = (" (sentence from line " + df["line"].astype(str) + ")") if "line" in df.columns else ""
         mark(tokens.map(len) == 0, "blank_tokens", "the sentence has no tokens" + where)
@@ -350,7 +350,7 @@ class TokenKind(Kind):
             entity_recall=float(micro.get("recall", 0.0)), per_class=per_class)
         return out
 
-    def baseline(self, train, test, labels, cfg, seed, base_model) -> np.ndarray:
+    def baseline(self, train, test, labels, cfg, seed, base_model, generation=None) -> np.ndarray:
         """Each word's most frequent entity type in training (or O), tagged B- at a type's start and I- inside."""
         counts: dict[str, Counter] = defaultdict(Counter)
         for words, tags in zip(train[TOKENS], train[TAGS]):

@@ -26,7 +26,7 @@ from tasks.config import BATCH_ID, DataConfig, ValidateConfig
 from tasks.files.digest import file_sha256
 from tasks.files.tables import DataFileError, spreadsheet_csv, write_parquet, write_text
 from tasks.kinds import get_kind
-from tasks.kinds.base import ORIGIN, ROW, Kind, is_labelled
+from tasks.kinds.base import ORIGIN, ROW, Kind, TokenBudget, is_labelled
 from tasks.registry.store import now
 
 BATCH_FILE = "batch.parquet"
@@ -88,7 +88,8 @@ class BatchStore:
         return [b for b in self.batches() if b.labelled and b.id not in pool and b.kind == kind]
 
     def ingest(self, path: str | Path, data_cfg: DataConfig, validate_cfg: ValidateConfig,
-               known_labels: Optional[list[str]], kind: Kind | str = "text-classification") -> BatchInfo:
+               known_labels: Optional[list[str]], kind: Kind | str = "text-classification",
+               budget: Optional[TokenBudget] = None) -> BatchInfo:
         """Validate `path` against the training schema and labels; store it if accepted, else raise BatchRejected."""
         path = Path(path)
         if not path.is_file():
@@ -109,7 +110,7 @@ class BatchStore:
         try:
             outcome = checks.check(df if labelled else df.drop(columns=[kind.label_column], errors="ignore"), data_cfg,
                                      validate_cfg, str(path), known_labels=known_labels, labelled=labelled,
-                                     require_classes=False, kind=kind)
+                                     require_classes=False, kind=kind, budget=budget)
         except checks.ValidationFailed as exc:
             raise BatchRejected(str(exc)) from None
         batch_id = f"b{len(self.batches()) + 1:04d}-{sha[:8]}"

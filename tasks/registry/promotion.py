@@ -25,7 +25,7 @@ from tasks.registry.store import REFERENCE_FILE, Registry, now
 
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "weighted_f1", "per_class", "expected_calibration_error", "rmse", "mae", "r2",
-                "spearman")
+                "spearman", "answer_f1", "exact_match", "chrf", "rouge_l", "eval_loss", "perplexity", "cut_off_share")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from tasks.config import EvaluateConfig
+from tasks.config import EvaluateConfig, GenerateConfig
 from tasks.files.tables import write_text
 from tasks.inference import Predictor
 from tasks.kinds import get_kind
@@ -34,13 +34,14 @@ def slice_scores(kind: Kind, test: pd.DataFrame, y_true: np.ndarray, y_pred: np.
     for value, idx in test.groupby(cfg.slice_column).indices.items():
         if len(idx) >= cfg.min_slice_rows:
             s = kind.scores(y_true[idx], y_pred[idx], labels)
-            out[str(value)] = {"rows": len(idx), **{m: s[m] for m in kind.val_metrics}}
+            out[str(value)] = {"rows": len(idx), **{m: s[m] for m in (kind.headline, *kind.val_metrics) if m in s}}
     return out
 
 
 def run(cfg: EvaluateConfig, processed_dir: str | Path, model_dir: str | Path, metrics_path: str | Path,
         plots_dir: Optional[str | Path] = None, seed: int = 0, base_model: str = "default",
-        kind: Kind | str = "text-classification", precision: str = "auto") -> dict:
+        kind: Kind | str = "text-classification", precision: str = "auto",
+        generation: Optional[GenerateConfig] = None) -> dict:
     kind = get_kind(kind)
     processed = Path(processed_dir)
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
@@ -50,7 +51,7 @@ def run(cfg: EvaluateConfig, processed_dir: str | Path, model_dir: str | Path, m
     y_true, y_pred = kind.truth(test), predicted.rows
 
     train = read_split(processed / "train.parquet")
-    base_pred = kind.baseline(train, test, labels, cfg, seed, base_model)
+    base_pred = kind.baseline(train, test, labels, cfg, seed, base_model, generation)
 
     # Beside the scores, what the kind's objective adds: calibration and the confusion matrix over its units (rows,
     # or words), or the residuals; and its plots.

@@ -11,13 +11,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
-from tasks.config import TrainConfig
+from tasks.config import GenerateConfig, TrainConfig
 from tasks.engine import checkpoint, distributed
 from tasks.engine.loop import StepCallback, TrainResult, fit, seed_everything
-from tasks.engine.modeling import add_lora, load_model, save_classifier
+from tasks.engine.modeling import add_lora, generation_config_for, load_model, save_classifier
 from tasks.engine.rates import choose_rate
 from tasks.kinds import get_kind, mark_model_kind, resolve_model
-from tasks.kinds.base import Kind, read_split, validator
+from tasks.kinds.base import Kind, read_split
 
 __all__ = ["run", "fit", "TrainResult", "build_model"]
 
@@ -63,7 +63,8 @@ def log_metrics(metrics_dir: str | Path, result: TrainResult) -> None:
 def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metrics_dir: str | Path,
         checkpoint_dir: Optional[str | Path] = None, on_step_end: Optional[StepCallback] = None,
         kind: Kind | str = "text-classification",
-        stop_requested: Optional[Callable[[], bool]] = None) -> TrainResult:
+        stop_requested: Optional[Callable[[], bool]] = None,
+        generation: Optional[GenerateConfig] = None) -> TrainResult:
     kind = get_kind(kind)
     processed = Path(processed_dir)
     labels = json.loads((processed / "labels.json").read_text(encoding="utf-8"))
@@ -77,15 +78,18 @@ def run(cfg: TrainConfig, processed_dir: str | Path, model_dir: str | Path, metr
     train_frame = read_split(processed / "train.parquet")
     kind.init_head(model, train_frame)
     train = kind.split(train_frame, processor, cfg)
-    validate = validator(kind, read_split(processed / "val.parquet"), processor, labels)
+    validate = kind.validation(read_split(processed / "val.parquet"), processor, labels)
     ck = checkpoint_file(cfg, processed, checkpoint_dir)
     best_state, result = fit(model, train, validate, cfg, ck, on_step_end, stop_requested, allow_bf16=kind.bf16_ok,
-                             objective=kind.objective)
+                             objective=kind.objective, cpu_batch_size=kind.cpu_batch_size)
     result.model_dir = str(model_dir)
     if not distributed.is_main():
         return result
     log_metrics(metrics_dir, result)
     model.load_state_dict(best_state)
+    body = model.get_base_model() if hasattr(model, "peft_config") else model  # LoRA: the model inside
+    if generation is not None and getattr(body, "can_generate", lambda: False)():  # a generator carries its settings
+        body.generation_config = generation_config_for(body, processor, generation)
     save_classifier(model.to("cpu"), kind.saved_processor(processor, train_frame), model_dir,
                     resolve_model(cfg.model, kind), merge_lora=cfg.lora.save == "merged")
     mark_model_kind(model_dir, kind)
