@@ -52,7 +52,7 @@ KIND_AUTO = {
     "preprocess.max_train_samples": (3000, {"text-generation": 320}),
     "preprocess.max_test_samples": (None, {"text-generation": 150}),  # two generation passes: model and base
     "train.max_epochs": (None, {"text-generation": 2}),
-    "monitor.reference_rows": (1000, {"text-generation": 200}),
+    "monitor.reference_rows": (1000, {"text-generation": 100}),
 }
 # Settings a kind cannot use: (setting, value) -> why.
 KIND_REFUSES = {
@@ -267,7 +267,7 @@ class PromoteConfig(_Strict):
 
 class MonitorConfig(_Strict):
     reference_rows: Union[Literal["auto"], Annotated[int, Field(ge=50)]] = Field(
-        1000, description="training rows profiled for drift (reference stage); auto = 1000 (text-generation: 200)")
+        1000, description="training rows profiled for drift (reference stage); auto = 1000 (text-generation: 100)")
     max_rows: int = Field(2000, ge=50, description="batch rows sampled for the drift check (text classifier, model)")
     text_drift_auc: float = Field(0.55, gt=0.5, lt=1, description="text drift when the domain classifier's AUC exceeds")
     drift_share: float = Field(0.5, gt=0, le=1, description="retrain when this share of checked columns drifted")

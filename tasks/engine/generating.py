@@ -48,7 +48,11 @@ def generate(model, prompts: Sequence[np.ndarray], pad_id: int, batch_size: int,
     from tqdm.auto import tqdm
 
     model.eval()
-    config = generation_config or model.generation_config
+    import copy
+
+    config = copy.deepcopy(generation_config or model.generation_config)
+    # what this function reads back, set on the config (transformers deprecates mixing a config with arguments)
+    config.pad_token_id, config.return_dict_in_generate, config.output_scores = pad_id, True, True
     stops = end_ids(config)
     tokens: list[Optional[np.ndarray]] = [None] * len(prompts)
     finish = [""] * len(prompts)
@@ -56,9 +60,9 @@ def generate(model, prompts: Sequence[np.ndarray], pad_id: int, batch_size: int,
     batches = bucketed_batches(np.array([len(p) for p in prompts]), batch_size)
     for idx in tqdm(batches, total=len(batches), desc=desc, unit="batch"):
         ids, mask = left_pad([prompts[i] for i in idx], pad_id)
+        extra = {"tokenizer": tokenizer} if config.stop_strings else {}
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                             pad_token_id=pad_id, tokenizer=tokenizer if config.stop_strings else None,
-                             return_dict_in_generate=True, output_scores=True)
+                             **extra)
         new = out.sequences[:, ids.shape[1]:].cpu().numpy()
         # log-probabilities of the chosen tokens under the (processed) next-token distribution
         chosen = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).float().cpu()

@@ -114,6 +114,7 @@ class Kind(ABC):
     bf16_ok: ClassVar[bool] = True            # precision auto may pick bf16 (False where bf16 was measured to hurt)
     objective: ClassVar[str] = "classification"  # or "regression" / "generation": which losses fit (train.loss)
     cpu_batch_size: ClassVar[int] = 32        # train.batch_size auto on a CPU (sizing.py)
+    lora_targets: ClassVar[Optional[str]] = None  # train.lora.target_modules null: None = the family's default
     problem_type: ClassVar[Optional[str]] = None  # transformers' config.problem_type ("regression": no softmax)
     val_metrics: ClassVar[tuple[str, ...]] = ("macro_f1", "accuracy")  # per epoch; early stopping follows the first
     headline: ClassVar[str] = "macro_f1"      # the metric the gate, monitoring and the registry compare by default

@@ -80,24 +80,33 @@ def ensure_template(tokenizer) -> Any:
     return tokenizer
 
 
-def _ids(encoded) -> list[int]:
-    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+def prompt_text(tokenizer, turns: list[dict]) -> str:
+    return tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    # the template writes any begin-of-text token itself, as apply_chat_template(tokenize=True) reads it
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def prompt_ids(tokenizer, turns: list[dict]) -> list[int]:
     """The prompt's tokens as the model sees them before it answers (the generation prompt added)."""
-    return _ids(tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True))
+    return _encode(tokenizer, prompt_text(tokenizer, turns))
 
 
 def conversation_ids(tokenizer, turns: list[dict], response: str) -> tuple[list[int], int]:
-    """The whole conversation's tokens and where the response starts: the prompt's tokens are a prefix of the
-    conversation's (checked; a template that rewrites earlier turns gets the shared prefix), so everything from
-    there on is the assistant's answer and its end-of-turn tokens, which the loss covers."""
-    prompt = prompt_ids(tokenizer, turns)
-    full = _ids(tokenizer.apply_chat_template(turns + [{"role": "assistant", "content": response}], tokenize=True))
-    start = 0
-    for a, b in zip(prompt, full):
-        if a != b:
-            break
-        start += 1
-    return full, start
+    """The whole conversation's tokens and where the response starts. The prompt is tokenized on its own, exactly
+    as generation will see it, and the rest (the answer and its end-of-turn tokens, which the loss covers) after it:
+    tokenizing the whole text at once could merge the template's last characters with the answer's first (a
+    newline and a word) and train on a prompt the model never sees. A template that rewrites earlier turns when an
+    answer follows gets the two texts' shared prefix as the prompt."""
+    prompt = prompt_text(tokenizer, turns)
+    full = tokenizer.apply_chat_template(turns + [{"role": "assistant", "content": response}], tokenize=False)
+    if full.startswith(prompt):
+        head = _encode(tokenizer, prompt)
+        return head + _encode(tokenizer, full[len(prompt):]), len(head)
+    shared = 0
+    while shared < min(len(prompt), len(full)) and prompt[shared] == full[shared]:
+        shared += 1
+    head = _encode(tokenizer, full[:shared])
+    return head + _encode(tokenizer, full[shared:]), len(head)

@@ -71,6 +71,7 @@ class TextGenerationKind(Kind):
     encoded_columns = ENCODED
     objective = "generation"
     cpu_batch_size = 8
+    lora_targets = "all-linear"  # every Linear but the output layer, as QLoRA adapts LLMs (q/v only learns slower)
     val_metrics = ("loss",)  # teacher-forced: a generation pass per epoch would cost more than the epoch
     headline = "answer_f1"
     gate_metrics = ("answer_f1", "exact_match", "chrf", "rouge_l")
@@ -78,12 +79,15 @@ class TextGenerationKind(Kind):
     # --- data --------------------------------------------------------------------------------------------------
     def read_source(self, cfg) -> pd.DataFrame:
         if cfg.path:
-            return self.read_file(Path(cfg.path), cfg, cfg.format)
+            return self._read(Path(cfg.path), cfg, cfg.format)
         from tasks.kinds.generation_default import default_generation_frame
 
         return self.to_canonical(default_generation_frame(), cfg.model_copy(update={"messages_column": MESSAGES}))
 
-    def read_file(self, path: Path, cfg, fmt: str = "auto") -> pd.DataFrame:
+    def read_file(self, path: Path, cfg) -> pd.DataFrame:
+        return self._read(path, cfg, "auto")
+
+    def _read(self, path: Path, cfg, fmt: str) -> pd.DataFrame:
         return self.to_canonical(read_table(path, fmt, cfg.encoding, cfg.delimiter, cfg.max_bytes, cfg.max_rows), cfg)
 
     def to_canonical(self, df: pd.DataFrame, cfg) -> pd.DataFrame:

@@ -30,7 +30,8 @@ def build_model(cfg: TrainConfig, labels: list[str], kind: Kind | str = "text-cl
     model = load_model(path, labels, cfg.dropout, kind.auto_class, getattr(processor, "pad_token_id", None),
                        kind.problem_type)
     if cfg.strategy == "lora":
-        model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules, kind.peft_task)
+        model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules or kind.lora_targets,
+                         kind.peft_task)
     return model, processor
 
 
