@@ -237,6 +237,15 @@ def make_images(root: Path, per_class: int = 20, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_decoder_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide Llama with a byte-level BPE (no chat template: the kind's plain one applies), for the
+    text-generation kind; its vocabulary comes from the colour questions tests/test_generation.py asks."""
+    from tests.test_generation import build_decoder
+
+    return build_decoder("llama", tmp_path_factory.mktemp("tiny-decoder"))
+
+
+@pytest.fixture(scope="session")
 def tiny_resnet_dir(tmp_path_factory) -> Path:
     """A 2-stage, 16-channel ResNet from a config (random weights) with an image processor: the real code path."""
     import torch

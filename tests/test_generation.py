@@ -36,8 +36,8 @@ def build_decoder(family: str, out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory) -> Path:
-    return build_decoder("llama", tmp_path_factory.mktemp("tiny-llama"))
+def llama_dir(tiny_decoder_dir) -> Path:
+    return tiny_decoder_dir
 
 
 # --- scores -------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""End to end for the token, image and regression kinds on tiny models: a real Prefect deployment run with a
+"""End to end for the token, image, regression and generation kinds on tiny models: a real Prefect deployment run with a
 `task.kind` override (every stage through `dvc repro`, the gate, the registry), then plain `dvc repro` with nothing to
 redo, ingest, bad data stopped at validate, `tuneline predict`, and the production directory loading with the
 matching `transformers.pipeline` task. (Rollback and `tuneline promote` do not depend on the kind: test_registry.)"""
@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from tasks.orchestration import prefect_server as serving
+from tests.test_generation import COLOURS, colour_rows
 from tests.test_kind_regression import ratings
 from tests.conftest import (ALL, created_flow_run_id, dvc, flow_run_artifacts, make_images, make_project, ran_stages,
                             sh, tiny_params, tree_digest, tuneline, wait_for_deployments)
@@ -23,7 +24,7 @@ ANY_CANDIDATE = {"min_delta": -1.0, "max_class_drop": 1.0, "max_set_drop": 1.0}
 API_KEYS = {"override_keys": ["task.kind", "train.epochs"]}
 
 
-def kind_params(kind: str, tmp: Path, tiny_model_dir: Path, tiny_resnet_dir: Path) -> dict:
+def kind_params(kind: str, tmp: Path, tiny_model_dir: Path, tiny_resnet_dir: Path, tiny_decoder_dir: Path) -> dict:
     if kind == "token-classification":  # the embedded WNUT-16 tweets, capped small
         return tiny_params(tiny_model_dir, task={"kind": kind}, promote=ANY_CANDIDATE,
                            preprocess={"max_length": 48}, control=API_KEYS)
@@ -33,18 +34,27 @@ def kind_params(kind: str, tmp: Path, tiny_model_dir: Path, tiny_resnet_dir: Pat
         return tiny_params(tiny_model_dir, task={"kind": kind}, promote={**ANY_CANDIDATE, "min_delta": -10.0},
                            data={"path": str(source), "text_column": "review", "label_column": "stars"},
                            control=API_KEYS)
+    if kind == "text-generation":  # prompts and answers, a user's own file; the kind's auto settings (LoRA)
+        source = tmp / "colours.jsonl"
+        pd.DataFrame(colour_rows(60)).to_json(source, orient="records", lines=True)
+        return tiny_params(tiny_decoder_dir, task={"kind": kind}, data={"path": str(source)},
+                           promote={**ANY_CANDIDATE, "min_delta": -10.0},
+                           preprocess={"max_length": "auto", "max_train_samples": "auto"},
+                           generate={"max_new_tokens": 4}, monitor={"reference_rows": 50}, control=API_KEYS)
     images = make_images(tmp / "images", per_class=16)
     return tiny_params(tiny_resnet_dir, task={"kind": kind}, data={"path": str(images)}, promote=ANY_CANDIDATE,
                        preprocess={"image_size": 32}, train={"learning_rate": 3e-3, "epochs": 2}, control=API_KEYS)
 
 
-@pytest.mark.parametrize("kind", ["token-classification", "image-classification", "text-regression"])
+@pytest.mark.parametrize("kind", ["token-classification", "image-classification", "text-regression",
+                                  "text-generation"])
 def test_kind_runs_through_dvc_prefect_gate_registry_and_predict(prefect_env, tmp_path, tiny_model_dir,
-                                                                  tiny_resnet_dir, kind):
+                                                                  tiny_resnet_dir, tiny_decoder_dir, kind):
     from transformers import pipeline
 
     env, log = prefect_env, tmp_path / "serve.log"
-    project = make_project(tmp_path / "p", kind_params(kind, tmp_path, tiny_model_dir, tiny_resnet_dir))
+    project = make_project(tmp_path / "p", kind_params(kind, tmp_path, tiny_model_dir, tiny_resnet_dir,
+                                                       tiny_decoder_dir))
     # The project's deployments (a deployment's project_dir is fixed when it is made), serving while dvc runs.
     serve = serving.start_serving(project, log, env)
     try:
@@ -69,7 +79,9 @@ def kind_end_to_end(project: Path, env: dict, log: Path, serve, kind: str, tmp_p
     assert dvc_clean(project)  # the flow recorded every stage in dvc.lock and versioned the registry (dvc add)
     assert ran_stages(dvc(project, "repro").stdout) == []  # and plain `dvc repro` agrees: nothing to redo
     metrics = json.loads((project / "reports/metrics.json").read_text())
-    scores = {"rmse", "mae", "r2", "spearman"} if kind == "text-regression" else {"macro_f1", "accuracy", "per_class"}
+    scores = ({"rmse", "mae", "r2", "spearman"} if kind == "text-regression" else
+              {"answer_f1", "exact_match", "chrf", "rouge_l", "eval_loss"} if kind == "text-generation" else
+              {"macro_f1", "accuracy", "per_class"})
     assert scores <= set(metrics["model"]) and metrics["baseline_name"] in metrics
 
     listed = tuneline(project, env, "models")
@@ -89,6 +101,17 @@ def kind_end_to_end(project: Path, env: dict, log: Path, serve, kind: str, tmp_p
         assert list(out.columns) == ["review", "score"]
         assert [r["score"] for r in pipeline("text-classification", model=production)(texts)] == pytest.approx(
             list(out["score"]), abs=1e-5)
+    elif kind == "text-generation":
+        prompts = ["Which colour is item 3?", "Which colour is item 10?"]
+        pd.DataFrame({"prompt": prompts}).to_json(project / "in.jsonl", orient="records", lines=True)
+        tuneline(project, env, "predict", str(project / "in.jsonl"), "--precision", "fp32", "-o",
+                 str(project / "out.jsonl"))
+        out = pd.read_json(project / "out.jsonl", lines=True, dtype=False)
+        generator = pipeline("text-generation", model=production)
+        assert [generator([{"role": "user", "content": p}])[0]["generated_text"][-1]["content"] for p in prompts] \
+            == list(out["generated_text"])
+        card = (project / "models/production/README.md").read_text()
+        assert "pipeline_tag: text-generation" in card and "answer-F1" in card
     elif kind == "token-classification":
         ner = pipeline("token-classification", model=production, aggregation_strategy="simple")
         found = ner("Barack Obama visited the Empire State Building in New York")
@@ -122,6 +145,12 @@ def a_batch(project: Path, kind: str, tmp: Path) -> Path:
         pd.DataFrame({"review": [f"a fine thing {i}" for i in range(24)], "stars": [2.0 + i % 3 for i in range(24)]}).to_csv(
             batch, index=False)
         return batch
+    if kind == "text-generation":  # chat turns, the answer last, as the messages column
+        batch = tmp / "chats.jsonl"
+        pd.DataFrame({"messages": [[{"role": "user", "content": f"Which colour is item {100 + i}?"},
+                                    {"role": "assistant", "content": COLOURS[i % 4]}] for i in range(24)]}).to_json(
+            batch, orient="records", lines=True)
+        return batch
     if kind == "token-classification":
         batch = tmp / "batch.jsonl"
         pd.DataFrame({"tokens": [[f"Anna{i}", "flew", "home", f"day{i}"] for i in range(24)],
@@ -144,6 +173,11 @@ def bad_data_changes_nothing(project: Path, kind: str, tmp: Path) -> None:
         bad = tmp / "bad-ratings.csv"
         pd.DataFrame({"review": [f"text {i}" for i in range(30)], "stars": "lots"}).to_csv(bad, index=False)
         rule = "non_numeric_target"
+    elif kind == "text-generation":
+        bad = tmp / "bad-chats.jsonl"
+        pd.DataFrame({"prompt": [f"question {i}?" for i in range(30)], "response": [""] * 30}).to_json(
+            bad, orient="records", lines=True)
+        rule = "blank_response"
     elif kind == "token-classification":
         bad = tmp / "bad.conll"
         bad.write_text("".join(f"word{i} I-person\nnext O\n\n" for i in range(30)), encoding="utf-8")  # I- without B-

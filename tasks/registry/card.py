@@ -16,13 +16,15 @@ def _table(header: list[str], rows: list[list]) -> str:
 def model_card(record: dict, baseline: Baseline | None = None) -> str:
     params, metrics = record["params"], record["metrics"]
     kind = record.get("kind", "text-classification")
-    regression = "per_class" not in metrics
+    generation = kind == "text-generation"
+    regression = "per_class" not in metrics and not generation
     # transformers' pipeline task: a regression is a one-output text classifier (problem_type regression).
     task = "text-classification" if kind == "text-regression" else kind
     front = {"library_name": "transformers", "pipeline_tag": task,
              "tags": ["tuneline", kind], "base_model": record.get("base_model"),
-             "metrics": ["rmse", "mae", "r2", "spearman"] if regression else ["accuracy", "f1"]}
-    classes = "" if regression else _table(
+             "metrics": (["rmse", "mae", "r2", "spearman"] if regression else ["exact_match", "chrf", "rouge"]
+                         if generation else ["accuracy", "f1"])}
+    classes = "" if regression or generation else _table(
         ["class", "precision", "recall", "F1", "support"],
         [[n, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1-score']:.3f}", int(v["support"])]
          for n, v in metrics["per_class"].items()])
@@ -31,16 +33,18 @@ def model_card(record: dict, baseline: Baseline | None = None) -> str:
     if baseline:
         headline.append([baseline.description, *[fmt(baseline.scores.get(c)) for c in columns]])
     subject = ("a score per text (regression)" if regression else
-               f"{kind}: {', '.join(metrics['per_class'])}")
+               "answers to prompts (a causal LM fine-tuned on prompt/answer pairs in its chat template)" if generation
+               else f"{kind}: {', '.join(metrics['per_class'])}")
     train, ran = params["train"], record.get("training", {})
     return "\n".join([
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
         f"# tuneline {kind} model, version {record['version']}", "",
         "## Intended use",
         f"{subject}. Trained by tuneline on the data below; "
-        + ("check the residuals" if regression else "check the per-class figures before relying on it for a class")
+        + ("check the residuals" if regression else "read a sample of its answers to your own prompts" if generation
+           else "check the per-class figures before relying on it for a class")
         + ", and re-evaluate on your own data when it differs from the training data (topic, phrasing, "
-        + ("target range)." if regression else "label balance)."), "",
+        + ("target range)." if regression else "answer style)." if generation else "label balance)."), "",
         "## Data",
         f"- source: {record.get('data_source')}",
         f"- DVC hashes: {record['data']}",
