@@ -327,14 +327,20 @@ class TextGenerationKind(Kind):
     def diagnostics(self, test, predicted, labels, cfg):
         """Eval loss and perplexity of the reference answers, and what the answers look like (length, cut off,
         empty); no classes, so no calibration or confusion matrix."""
-        from tasks.kinds.diagnostics import Diagnostics
+        from tasks.kinds.diagnostics import Diagnostics, Plot
 
         extras = predicted.extras or {}
         model = answer_shape(predicted)
+        plots = []
         if "reference_nll" in extras:
             loss = float(extras["reference_nll"].sum() / max(1, extras["reference_tokens"].sum()))
             model.update(eval_loss=loss, perplexity=float(np.exp(min(loss, 50.0))))
-        return Diagnostics(model=model, report={}, plots=[])
+            # the answers' lengths against the references': cut-off, rambling or terse answers stand out
+            plots.append(Plot("answer_length", "scatter", "Answer length against the reference's, tokens (test split)",
+                              [{"reference_tokens": int(r), "answer_tokens": int(a)} for r, a in
+                               zip(extras["reference_tokens"], extras.get(ANSWER_TOKENS, []))],
+                              "reference_tokens", "answer_tokens"))
+        return Diagnostics(model=model, report={}, plots=plots)
 
     def baseline(self, train, test, labels, cfg, seed, base_model, generation=None) -> np.ndarray:
         """The base model, zero-shot, on the same prompts with the candidate's generation settings."""

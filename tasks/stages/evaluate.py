@@ -76,6 +76,7 @@ def run(cfg: EvaluateConfig, processed_dir: str | Path, model_dir: str | Path, m
 def write_plots(plots_dir: str | Path, plots: list[Plot]) -> None:
     from dvclive import Live  # reporting only
 
+    Path(plots_dir, "plots").mkdir(parents=True, exist_ok=True)  # the DVC output exists even when a kind draws none
     with Live(dir=str(plots_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         for plot in plots:
             if plot.template == "confusion":
