@@ -61,7 +61,11 @@ def run_tuneline(kind, base: str, train_rows, val, args) -> tuple[float, float]:
     model, processor = build_model(cfg, [], kind)
     table, _ = kind.encode(train_rows, processor, PreprocessConfig(max_length=args.max_length), [])
     split = kind.split(table, processor)
-    _, result = fit(model, split, lambda m, b, d: {"val_loss": 0.0}, cfg, objective=kind.objective)
+    def no_validation(m, b, d) -> dict:  # eval loss is measured below, the same way for both
+        return {"val_loss": 0.0}
+
+    no_validation.metric, no_validation.higher_is_better = "loss", False
+    _, result = fit(model, split, no_validation, cfg, objective=kind.objective)
     model.eval()
     return result.samples_per_s, eval_loss(model, kind, processor, val, args.max_length)
 
@@ -82,7 +86,7 @@ def run_trl(kind, base: str, train_rows, val, args, grouped: bool) -> tuple[floa
         config = SFTConfig(output_dir=out, per_device_train_batch_size=args.batch_size, learning_rate=args.lr,
                            num_train_epochs=1, max_length=args.max_length, use_cpu=True, bf16=False, fp16=False,
                            report_to=[], save_strategy="no", logging_strategy="no", lr_scheduler_type="linear",
-                           warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0, seed=0,
+                           warmup_steps=0.1, weight_decay=0.01, max_grad_norm=1.0, seed=0,
                            completion_only_loss=True, dataloader_num_workers=0, **extra)
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
         trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=processor,
