@@ -234,3 +234,25 @@ def test_model_server_generates_answers_like_predict(tmp_path, llama_dir):
         assert last.status_code == 422 and "a prompt ends with a user turn" in last.json()["error"]
     finally:
         stop_process(server)
+
+
+def test_monitoring_profiles_prompts_and_answers_and_feeds_the_retraining_decision(tmp_path, llama_dir):
+    from tasks.config import MonitorConfig
+    from tasks.inference import Predictor
+    from tasks.monitoring import drift
+    from tasks.monitoring.decision import decide
+
+    run_stages(tmp_path, llama_dir, epochs=3)
+    predictor = Predictor(tmp_path / "model", precision="fp32")
+    reference = predictor.profile(pd.DataFrame({"messages": [chat.dumps([{"role": "user", "content": r["prompt"]}])
+                                                             for r in colour_rows(60)]}))
+    assert {"text", "prompt_perplexity", "answer_cut_off", "answer_empty", "predicted_label", "confidence",
+            "emb_0"} <= set(reference.columns)
+    assert (reference["prompt_perplexity"] > 1).all() and set(reference["answer_cut_off"]) <= {0.0, 1.0}
+    stories = pd.DataFrame({"messages": [chat.dumps([{"role": "user", "content": f"Tell a long story about dragon {i}"}])
+                                         for i in range(60)], "response": ["once upon a time"] * 60})
+    current, live = predictor.profile_and_live(stories)
+    summary = drift.check(reference, current, tmp_path / "drift.html", live=live)
+    assert {"text", "prompt_perplexity"} <= set(summary.drifted) and summary.live["answer_f1"] == 0.0
+    decision = decide(summary, MonitorConfig(), 0.5, len(stories), "answer_f1")
+    assert decision.retrain and any("live answer-F1 0.0000" in r for r in decision.reasons)
