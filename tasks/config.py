@@ -186,7 +186,8 @@ class TrainConfig(_Strict):
                                 f"validation ends the run; null = train.epochs ({AUTO_MAX_EPOCHS} with epochs auto); "
                                 "auto = null (text-generation: 2)")
     batch_size: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = Field(
-        "auto", description="rows per step; auto = 32 on CPU (text-generation: 8), a token budget on CUDA with the learning rate scaled by "
+        "auto", description="rows per step; auto = 32 on CPU (text-generation: 8), a token budget on CUDA with the "
+                            "learning rate scaled by "
                             "sqrt(batch/32) (tasks/engine/sizing.py)")
     learning_rate: Union[Literal["auto"], Annotated[float, Field(gt=0)]] = Field(
         "auto", description="for a batch of 32 rows (scaled when batch_size auto picks more); auto = measured rates "

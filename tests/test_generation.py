@@ -136,7 +136,7 @@ def test_auto_settings_follow_the_kind_and_head_only_is_refused():
         parse_params(shipped)
 
 
-# --- the real stages on tiny models ------------------------------------------------------------------------------------
+# --- the real stages on tiny models -----------------------------------------------------------------------------
 
 def run_stages(root: Path, model_dir: Path, **train) -> tuple:
     """validate, preprocess, train, evaluate on the colour set, as the DVC stages call them."""
@@ -249,7 +249,7 @@ def test_monitoring_profiles_prompts_and_answers_and_feeds_the_retraining_decisi
     assert {"text", "prompt_perplexity", "answer_cut_off", "answer_empty", "predicted_label", "confidence",
             "emb_0"} <= set(reference.columns)
     assert (reference["prompt_perplexity"] > 1).all() and set(reference["answer_cut_off"]) <= {0.0, 1.0}
-    stories = pd.DataFrame({"messages": [chat.dumps([{"role": "user", "content": f"Tell a long story about dragon {i}"}])
+    stories = pd.DataFrame({"messages": [chat.dumps([{"role": "user", "content": f"Tell a story about dragon {i}"}])
                                          for i in range(60)], "response": ["once upon a time"] * 60})
     current, live = predictor.profile_and_live(stories)
     summary = drift.check(reference, current, tmp_path / "drift.html", live=live)

